@@ -1,0 +1,94 @@
+# vitquant: `make test` runs the test suite, `make book` executes every numbered notebook
+# with papermill and builds the Jupyter Book. Both work from a fresh clone: they create
+# the virtual environment and unpack the data first.
+#
+#   make test [PYTEST_ARGS="-k quant -x"]
+#   make book [PROFILE=full] [RESULTS=results]     the published book (slow)
+#   make book-quick                                 the same with the CI-sized profile
+#   make data [SHARED=../shared]                    unpack CIFAR-10 into .cache/data
+#   make lab                                        JupyterLab in the project's venv
+#   make clean                                      remove build/ and results/
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+SHARED ?= ../shared
+CIFAR10_SRC := $(SHARED)/data/cifar10-jpeg
+CIFAR10_DIR := .cache/data/cifar10-jpeg
+
+PROFILE ?= full
+RESULTS ?= results
+QUICK_RESULTS ?= results/quick
+PYTEST_ARGS ?=
+PAPERMILL_ARGS ?=
+BOOK := build/book
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: help venv data test book book-quick lab clean
+
+help:
+	@sed -n '1,/^$$/p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+
+venv: $(STAMP)
+
+# Re-run only when the pins or the package metadata change. pip leaves what already
+# satisfies the pins alone, so an existing venv is not reinstalled. The venv is created
+# only when missing: re-running `venv` over it could repoint it at another python3.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -r requirements.txt
+	$(VPY) -m pip install --no-deps -e .
+	touch $@
+
+# Idempotent: the unpack CLI skips a split whose .<split>.complete marker exists.
+data: venv
+	@if [ -d "$(CIFAR10_SRC)" ]; then \
+	  echo "$(VPY) -m vitquant_core.data unpack --from $(CIFAR10_SRC) --to $(CIFAR10_DIR)"; \
+	  $(VPY) -m vitquant_core.data unpack --from "$(CIFAR10_SRC)" --to "$(CIFAR10_DIR)"; \
+	elif [ -f "$(CIFAR10_DIR)/.test.complete" ]; then \
+	  echo "data: $(CIFAR10_SRC) not found; using the copy already unpacked in $(CIFAR10_DIR)"; \
+	elif [ -n "$${VITQUANT_DATA:-}" ]; then \
+	  echo "data: $(CIFAR10_SRC) not found; using VITQUANT_DATA=$$VITQUANT_DATA"; \
+	else \
+	  echo "error: no CIFAR-10 data. $(CIFAR10_SRC) does not exist and nothing is unpacked" >&2; \
+	  echo "in $(CIFAR10_DIR) yet. Either point SHARED at the folder holding" >&2; \
+	  echo "data/cifar10-jpeg/{train,test}.tar.gz (make data SHARED=/path/to/shared), or set" >&2; \
+	  echo "VITQUANT_DATA to a folder holding train/ and test/ ImageFolder trees." >&2; \
+	  exit 1; \
+	fi
+
+test: venv data
+	$(VPY) -m pytest -q tests $(PYTEST_ARGS)
+
+# Notebooks run in sorted order (later ones read earlier results from RESULTS) with the
+# venv's own kernel: the native python3 kernelspec runs the Python that launched
+# papermill, i.e. $(VPY).
+book: venv data
+	@test -n "$(NOTEBOOKS)" || { echo "error: no notebooks/[0-9][0-9]_*.ipynb to run" >&2; exit 1; }
+	rm -rf $(BOOK)/notebooks $(BOOK)/book
+	mkdir -p $(BOOK)/notebooks $(RESULTS)
+	@set -e; for nb in $(NOTEBOOKS); do \
+	  out=$(BOOK)/notebooks/$$(basename $$nb); \
+	  echo "$(VENV)/bin/papermill $$nb $$out -k python3 --cwd notebooks -p profile $(PROFILE) -p results_dir $(abspath $(RESULTS))"; \
+	  $(VENV)/bin/papermill $$nb $$out -k python3 --cwd notebooks \
+	    -p profile "$(PROFILE)" -p results_dir "$(abspath $(RESULTS))" $(PAPERMILL_ARGS); \
+	done
+	cp _config.yml _toc.yml $(BOOK)/
+	cp -r book $(BOOK)/book
+	if [ -f references.bib ]; then cp references.bib $(BOOK)/; fi
+	$(VENV)/bin/jupyter-book build $(BOOK) -W -n --keep-going
+	@echo "The book: $(abspath $(BOOK))/_build/html/index.html"
+
+book-quick:
+	$(MAKE) book PROFILE=quick RESULTS=$(QUICK_RESULTS)
+
+lab: venv
+	$(VENV)/bin/jupyter lab
+
+clean:
+	rm -rf build results

@@ -1,0 +1,65 @@
+"""Each numbered notebook runs under papermill on a tiny profile and writes the rows it promises."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+TINY = {"profile": "quick", "n_eval": 200, "n_calib": 32, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+def run(name: str, results_dir: Path, tmp: Path, **params) -> dict:
+    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp / f"{name}.ipynb"), kernel_name="python3",
+                        cwd=str(NOTEBOOKS), parameters={**TINY, "results_dir": str(results_dir), **params},
+                        progress_bar=False)
+    return json.loads((results_dir / f"{name}.json").read_text())
+
+
+def check_contract(doc: dict, name: str) -> None:
+    assert doc["notebook"] == name
+    prov = doc["provenance"]
+    for key in ("commit", "packages", "model", "checkpoint", "checkpoint_sha256", "dataset", "n_calib", "n_eval",
+                "seed", "started", "seconds"):
+        assert key in prov, key
+    assert prov["n_eval"] == TINY["n_eval"] and prov["n_calib"] == TINY["n_calib"]
+    for row in doc["rows"]:
+        for key in ("model", "method", "w_bits", "a_bits", "granularity", "top1"):
+            assert key in row, key
+        assert 0.0 <= row["top1"] <= 100.0
+
+
+def test_01_baseline(results_dir, tmp_path):
+    doc = run("01_baseline", results_dir, tmp_path)
+    check_contract(doc, "01_baseline")
+    (fp,) = doc["rows"]
+    assert fp["method"] == "fp32" and fp["w_bits"] == 32 and fp["a_bits"] == 32
+    assert len(fp["per_class_top1"]) == 10
+    assert fp["top1"] > 50.0  # the shipped model is trained, not random
+    assert len(doc["weight_ranges"]) == len(doc["activation_ranges"]) > 10
+
+
+def test_02_ptq(results_dir, tmp_path):
+    doc = run("02_ptq", results_dir, tmp_path)
+    check_contract(doc, "02_ptq")
+    rows = doc["rows"]
+    fp = next(r for r in rows if r["method"] == "fp32")
+    grid = {(r["method"], r["w_bits"], r["a_bits"], r["granularity"], r.get("a_observer")) for r in rows}
+    for b in (8, 6, 4):
+        for g in ("per_tensor", "per_channel"):
+            assert ("ptq_weights_only", b, 32, g, "none") in grid
+            assert ("ptq", b, b, g, "minmax") in grid
+        for obs in ("percentile", "mse"):
+            assert ("ptq", b, b, "per_channel", obs) in grid
+    w8a8 = next(r for r in rows if r["method"] == "ptq" and r["w_bits"] == 8 and r["granularity"] == "per_channel"
+                and r["a_observer"] == "minmax")
+    assert abs(w8a8["top1"] - fp["top1"]) <= 2.0 and w8a8["agreement"] >= 90.0
+    assert all(r["config"]["default"]["w_bits"] == r["w_bits"] for r in rows if r["method"] != "fp32")

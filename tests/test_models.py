@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+
+from vitquant_core import models as M
+
+
+@pytest.mark.parametrize("name, n_params", [("resnet20_cifar", (0.26e6, 0.30e6)),
+                                            ("resnet18_cifar", (11.1e6, 11.2e6)),
+                                            ("deit_tiny_cifar", (5.3e6, 5.6e6))],
+                         ids=["resnet20", "resnet18", "deit_tiny"])
+def test_cifar_models(name, n_params):
+    m = M.create_model(name)
+    n = sum(p.numel() for p in m.parameters())
+    assert n_params[0] <= n <= n_params[1]
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_registry_and_pass_through():
+    assert M.list_models("*cifar") == ["deit_tiny_cifar", "resnet18_cifar", "resnet20_cifar"]
+    deit = M.create_model("deit_tiny_patch16_224", pretrained=False)  # timm pass-through
+    assert deit.patch_embed.proj.kernel_size == (16, 16) and deit.head.out_features == 1000
+    rn = M.create_model("resnet18", pretrained=False)  # timm also has resnet18
+    assert rn(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    with pytest.raises(KeyError, match="unknown model"):
+        M.create_model("no_such_net")
+    cfg = M.data_config("deit_tiny_patch16_224")
+    assert tuple(cfg["input_size"]) == (3, 224, 224) and cfg["crop_pct"] == pytest.approx(0.9)
+
+
+def test_checkpoint_round_trip_and_hash(tmp_path):
+    m = M.create_model("resnet20_cifar")
+    card = M.save_checkpoint(m, tmp_path / "r.safetensors", {"model": "resnet20_cifar"})
+    assert len(card["sha256"]) == 64
+    m2 = M.create_model("resnet20_cifar", checkpoint=tmp_path / "r.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    # a changed file fails the hash check
+    (tmp_path / "r.safetensors").write_bytes((tmp_path / "r.safetensors").read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ValueError, match="SHA-256"):
+        M.create_model("resnet20_cifar", checkpoint=tmp_path / "r.safetensors")
+
+
+def test_checkpoint_without_card_is_refused(tmp_path):
+    m = M.create_model("resnet20_cifar")
+    M.save_checkpoint(m, tmp_path / "r.safetensors", {})
+    (tmp_path / "r.json").unlink()
+    with pytest.raises(FileNotFoundError, match="card"):
+        M.load_checkpoint(m, tmp_path / "r.safetensors")
+
+
+def test_missing_default_checkpoint_says_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="vitquant_core.train"):
+        M.load_model("deit_tiny_cifar")
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar"])
+def test_shipped_checkpoint_verifies(name):
+    entry = M.get_entry(name)
+    card = json.loads(entry.default_checkpoint.with_suffix(".json").read_text())
+    model, info = M.load_model(name)
+    assert info["checkpoint_sha256"] == card["sha256"] == M.sha256_file(entry.default_checkpoint)

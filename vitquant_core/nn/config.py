@@ -1,0 +1,194 @@
+"""The per-layer quantization config: the project's common currency.
+
+A :class:`QuantConfig` maps fully-qualified module names (glob patterns, first match wins)
+to a :class:`LayerSpec` (weight bits, activation bits, granularities, observers, or "keep
+in float"). Standard PTQ writes a uniform one, sensitivity analysis scores layers under
+it, mixed precision returns a new one; it round-trips through JSON so that every result
+says exactly what was quantized, and how.
+
+Quantizable operations and their names:
+
+* every ``nn.Linear`` and ``nn.Conv2d`` by module name (weights and input activation);
+* in timm ViT attention blocks, three pseudo-operations under the attention module's
+  name: ``<attn>.matmul_qk`` (both operands q and k of q·kᵀ), ``<attn>.softmax`` (the
+  softmax output, the left operand of attn·v, on an unsigned grid) and ``<attn>.matmul_av``
+  (the right operand v of attn·v).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..quant.granularity import Granularity, PerChannel, PerTensor, granularity_from_json
+from ..quant.observers import OBSERVERS
+from ..quant.qtypes import MAX_BITS, MIN_BITS
+
+A_SIGNEDNESS = ("auto", "signed", "unsigned", "asymmetric")
+
+# Kept in float by the uniform configs, following common PTQ practice for both families:
+# the first layer (patch embedding / CNN stem) and the classifier, and the softmax output.
+DEFAULT_KEEP_FLOAT: tuple[str, ...] = ("patch_embed.*", "head", "head_dist", "conv1", "fc", "*.softmax")
+
+# Operations no config quantizes: they run in float in every quantized model here.
+NEVER_QUANTIZED: tuple[str, ...] = (
+    "LayerNorm", "BatchNorm (folded into the preceding conv)", "GELU / ReLU", "residual adds",
+    "pooling", "q·kᵀ output (pre-softmax scores)", "position embedding and class token")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """How one operation is quantized. ``None`` bits keep that tensor in float."""
+
+    w_bits: int | None = 8
+    a_bits: int | None = 8
+    w_granularity: Granularity = PerChannel(0)
+    a_granularity: Granularity = PerTensor()
+    w_observer: str = "minmax"
+    a_observer: str = "minmax"
+    a_signedness: str = "auto"  # auto: unsigned grid when calibration saw no negative value
+    percentile: float = 99.99
+
+    def __post_init__(self) -> None:
+        for what in ("w_bits", "a_bits"):
+            b = getattr(self, what)
+            if b is None:
+                continue
+            if isinstance(b, bool) or not isinstance(b, int):
+                raise TypeError(f"{what} must be an int or None, got {b!r}")
+            if not MIN_BITS <= b <= MAX_BITS:
+                raise ValueError(f"{what} must be between {MIN_BITS} and {MAX_BITS} (or None to keep "
+                                 f"the tensor in float), got {b}")
+        for what in ("w_observer", "a_observer"):
+            if getattr(self, what) not in OBSERVERS:
+                raise ValueError(f"{what} must be one of {OBSERVERS}, got {getattr(self, what)!r}")
+        if self.a_signedness not in A_SIGNEDNESS:
+            raise ValueError(f"a_signedness must be one of {A_SIGNEDNESS}, got {self.a_signedness!r}")
+        for what in ("w_granularity", "a_granularity"):
+            if not isinstance(getattr(self, what), (PerTensor, PerChannel)):
+                raise TypeError(f"{what} must be PerTensor() or PerChannel(axis), got {getattr(self, what)!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+
+    @property
+    def keep_float(self) -> bool:
+        return self.w_bits is None and self.a_bits is None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["w_granularity"] = self.w_granularity.to_json()
+        d["a_granularity"] = self.a_granularity.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "LayerSpec":
+        d = dict(d)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown LayerSpec fields {sorted(unknown)}")
+        for g in ("w_granularity", "a_granularity"):
+            if g in d:
+                d[g] = granularity_from_json(d[g])
+        return cls(**d)
+
+    def label(self) -> str:
+        w = "W32" if self.w_bits is None else f"W{self.w_bits}"
+        a = "A32" if self.a_bits is None else f"A{self.a_bits}"
+        return w + a
+
+
+FLOAT = LayerSpec(w_bits=None, a_bits=None)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Module-name patterns → :class:`LayerSpec`; the first matching rule wins."""
+
+    default: LayerSpec = field(default_factory=LayerSpec)
+    rules: tuple[tuple[str, LayerSpec], ...] = ()
+    quantize_attention: bool = True  # the attention matmuls of timm ViTs
+    fold_bn: bool = True  # fold BatchNorm into the preceding conv before quantizing
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default, LayerSpec):
+            raise TypeError("default must be a LayerSpec")
+        rules = tuple((str(p), s) for p, s in (self.rules.items() if isinstance(self.rules, dict) else self.rules))
+        for pattern, spec in rules:
+            if not isinstance(spec, LayerSpec):
+                raise TypeError(f"rule {pattern!r} must map to a LayerSpec, got {type(spec).__name__}")
+        object.__setattr__(self, "rules", rules)
+
+    # -- lookup
+    def spec_for(self, name: str) -> LayerSpec:
+        for pattern, spec in self.rules:
+            if fnmatch.fnmatchcase(name, pattern):
+                return spec
+        return self.default
+
+    def with_rules(self, rules: dict[str, LayerSpec] | list[tuple[str, LayerSpec]], first: bool = True) -> "QuantConfig":
+        """A new config with ``rules`` added before (``first``) or after the existing ones."""
+        new = tuple(rules.items()) if isinstance(rules, dict) else tuple(rules)
+        return replace(self, rules=new + self.rules if first else self.rules + new)
+
+    @classmethod
+    def uniform(cls, w_bits: int | None = 8, a_bits: int | None = 8, *,
+                w_granularity: Granularity = PerChannel(0), a_granularity: Granularity = PerTensor(),
+                w_observer: str = "minmax", a_observer: str = "minmax", a_signedness: str = "auto",
+                percentile: float = 99.99,
+                keep_float: tuple[str, ...] = DEFAULT_KEEP_FLOAT, quantize_attention: bool = True,
+                fold_bn: bool = True) -> "QuantConfig":
+        """The same spec for every quantizable operation, except the ``keep_float`` patterns."""
+        spec = LayerSpec(w_bits, a_bits, w_granularity, a_granularity, w_observer, a_observer,
+                         a_signedness=a_signedness, percentile=percentile)
+        return cls(spec, tuple((p, FLOAT) for p in keep_float), quantize_attention, fold_bn)
+
+    def label(self) -> str:
+        return self.default.label()
+
+    def describe(self) -> str:
+        """One paragraph: the default spec, the rules, what never is quantized."""
+        d = self.default
+
+        def spec_text(s: LayerSpec) -> str:
+            if s.keep_float:
+                return "float"
+            w = "float weights" if s.w_bits is None else f"{s.w_bits}-bit {s.w_granularity} weights ({s.w_observer})"
+            a = "float inputs" if s.a_bits is None else f"{s.a_bits}-bit {s.a_granularity} inputs ({s.a_observer}, {s.a_signedness} grid)"
+            return f"{w}, {a}"
+
+        lines = [f"default: {spec_text(d)}"]
+        lines += [f"{p}: {spec_text(s)}" for p, s in self.rules]
+        lines.append(f"attention matmuls {'quantized' if self.quantize_attention else 'float'}; "
+                     f"BatchNorm {'folded into convs' if self.fold_bn else 'kept'}")
+        lines.append("never quantized: " + ", ".join(NEVER_QUANTIZED))
+        return "\n".join(lines)
+
+    # -- JSON
+    def to_json(self) -> dict[str, Any]:
+        return {"default": self.default.to_json(),
+                "rules": [[p, s.to_json()] for p, s in self.rules],
+                "quantize_attention": self.quantize_attention,
+                "fold_bn": self.fold_bn,
+                "never_quantized": list(NEVER_QUANTIZED)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | str) -> "QuantConfig":
+        if isinstance(d, str):
+            d = json.loads(d)
+        if not isinstance(d, dict) or "default" not in d:
+            raise ValueError("a QuantConfig JSON object needs at least a 'default' LayerSpec")
+        return cls(LayerSpec.from_json(d["default"]),
+                   tuple((p, LayerSpec.from_json(s)) for p, s in d.get("rules", [])),
+                   bool(d.get("quantize_attention", True)), bool(d.get("fold_bn", True)))
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.dumps() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QuantConfig":
+        return cls.from_json(Path(path).read_text())

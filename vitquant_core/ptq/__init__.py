@@ -1,0 +1,1 @@
+"""Post-training quantization methods: standard PTQ grids (:mod:`.standard`)."""

@@ -1,0 +1,131 @@
+"""The results store: one JSON file per notebook, written atomically, with provenance.
+
+``{results_dir}/{notebook}.json`` holds ``{"notebook", "provenance", "rows"}``. Each row
+has at least ``model, method, w_bits, a_bits, granularity, top1`` (float rows use 32 bits).
+Later notebooks read earlier results instead of recomputing them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+REQUIRED_ROW_KEYS = ("model", "method", "w_bits", "a_bits", "granularity", "top1")
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "vitquant_core")
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str | None:
+    root = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions(packages: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for p in packages:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    return versions
+
+
+class Provenance:
+    """Collects what a results file must say about how it was made; times the run."""
+
+    def __init__(self, notebook: str, **fields: Any) -> None:
+        self.notebook = notebook
+        self.fields = dict(fields)
+        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self._t0 = time.perf_counter()
+
+    def update(self, **fields: Any) -> None:
+        self.fields.update(fields)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit": git_commit(),
+            "packages": package_versions(),
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()} {platform.processor()}".strip(),
+            **self.fields,
+            "started": self.started.isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - self._t0, 1),
+        }
+
+
+def _check_finite(obj: Any, path: str = "") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"results value at {path or 'top level'} is {obj}: refusing to write a "
+                         "non-finite number into a results table (find where it came from)")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{path}[{i}]")
+
+
+def check_rows(rows: list[dict[str, Any]]) -> None:
+    for i, row in enumerate(rows):
+        missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"row {i} lacks {missing}; every row needs {REQUIRED_ROW_KEYS}")
+    _check_finite(rows, "rows")
+
+
+def write_results(results_dir: str | os.PathLike, notebook: str, provenance: Provenance | dict[str, Any],
+                  rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
+    """Write ``{results_dir}/{notebook}.json`` atomically (temp file + rename)."""
+    check_rows(rows)
+    prov = provenance.to_json() if isinstance(provenance, Provenance) else provenance
+    doc = {"notebook": notebook, "provenance": prov, "rows": rows, **(extra or {})}
+    _check_finite(doc)
+    out_dir = Path(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{notebook}.json"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{notebook}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_results(results_dir: str | os.PathLike, notebook: str) -> dict[str, Any] | None:
+    """The results of ``notebook`` if they exist, else None."""
+    path = Path(results_dir) / f"{notebook}.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def find_row(doc: dict[str, Any] | None, **match: Any) -> dict[str, Any] | None:
+    if not doc:
+        return None
+    for row in doc.get("rows", []):
+        if all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
