@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclass

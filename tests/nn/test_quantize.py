@@ -128,15 +128,25 @@ def test_quant_attention_matches_timm_in_float(tiny_vit):
         torch.testing.assert_close(q(x), tiny_vit(x), rtol=1e-4, atol=1e-5)
 
 
-def test_deit_tiny_w8a8_logits_sqnr():
-    """8-bit DeiT-Tiny (random weights, timm's initialisation) keeps its logits close to float."""
+def test_deit_tiny_8bit_sqnr():
+    """8-bit DeiT-Tiny (random weights, timm's initialisation) stays close to float.
+
+    Weights-only W8 keeps the logits above 30 dB. With activations too (W8A8, per-tensor
+    activation scales) the patch tokens keep well over 30 dB, but the logits, read from the
+    class token, measure 27-30 dB depending on the seed: at timm's initialisation the class
+    token starts at 1e-6 and its residual stream stays far smaller than the patch tokens',
+    so the per-tensor quantization noise set by the patch tokens weighs more on it. A trained
+    model has no such imbalance; the logit bound here is therefore 25 dB.
+    """
     torch.manual_seed(0)
     model = create_model("deit_tiny_patch16_224", pretrained=False)
     calib = [torch.randn(8, 3, 224, 224) for _ in range(2)]
     x = torch.randn(8, 3, 224, 224)
     with torch.no_grad():
-        ref = model(x)
+        ref, ref_tokens = model(x), model.forward_features(x)
         w8 = quantize(model, QuantConfig.uniform(8, None), None, progress=False)
         assert sqnr_db(ref, w8(x)) >= 30.0
         w8a8 = quantize(model, QuantConfig.uniform(8, 8, a_observer="percentile"), calib, progress=False)
+        tokens = w8a8.forward_features(x)
+        assert sqnr_db(ref_tokens[:, 1:], tokens[:, 1:]) >= 30.0
         assert sqnr_db(ref, w8a8(x)) >= 25.0

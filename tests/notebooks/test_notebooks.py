@@ -30,7 +30,7 @@ def check_contract(doc: dict, name: str) -> None:
     for key in ("commit", "packages", "model", "checkpoint", "checkpoint_sha256", "dataset", "n_calib", "n_eval",
                 "seed", "started", "seconds"):
         assert key in prov, key
-    assert prov["n_eval"] == TINY["n_eval"] and prov["n_calib"] == TINY["n_calib"]
+    assert prov["n_eval"] >= 1 and prov["n_calib"] >= 1
     for row in doc["rows"]:
         for key in ("model", "method", "w_bits", "a_bits", "granularity", "top1"):
             assert key in row, key
@@ -40,6 +40,7 @@ def check_contract(doc: dict, name: str) -> None:
 def test_01_baseline(results_dir, tmp_path):
     doc = run("01_baseline", results_dir, tmp_path)
     check_contract(doc, "01_baseline")
+    assert doc["provenance"]["n_eval"] == TINY["n_eval"] and doc["provenance"]["n_calib"] == TINY["n_calib"]
     (fp,) = doc["rows"]
     assert fp["method"] == "fp32" and fp["w_bits"] == 32 and fp["a_bits"] == 32
     assert len(fp["per_class_top1"]) == 10
@@ -63,3 +64,25 @@ def test_02_ptq(results_dir, tmp_path):
                 and r["a_observer"] == "minmax")
     assert abs(w8a8["top1"] - fp["top1"]) <= 2.0 and w8a8["agreement"] >= 90.0
     assert all(r["config"]["default"]["w_bits"] == r["w_bits"] for r in rows if r["method"] != "fp32")
+
+
+def test_03_ranking_aware_runs_on_a_tiny_setting(results_dir, tmp_path):
+    """03 end to end on random DeiT-Tiny weights (the shipped deit_tiny_cifar checkpoint is not
+    trained yet): the ablation rows, the attention-order rows and calibration times are written."""
+    import torch
+
+    from vitquant_core.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "deit_tiny_random.safetensors"
+    save_checkpoint(create_model("deit_tiny_cifar"), ckpt, {"model": "deit_tiny_cifar", "note": "random weights"})
+    doc = run("03_ranking_aware", results_dir, tmp_path, model="deit_tiny_cifar", checkpoint=str(ckpt),
+              n_eval=50, n_calib=8, settings=["W4A4"], ablation=["standard", "ranking-aware"], n_candidates=8,
+              max_rounds=2, n_attention_images=2)
+    assert doc["provenance"]["checkpoint_sha256"] == json.loads(ckpt.with_suffix(".json").read_text())["sha256"]
+    methods = [r["method"] for r in doc["rows"]]
+    assert methods == ["fp32", "ptq", "ranking-aware"]
+    for row in doc["rows"][1:]:
+        assert row["w_bits"] == 4 and row["a_bits"] == 4 and row["calib_seconds"] > 0
+        assert -1.0 <= row["kendall_tau"] <= 1.0 and row["ranking_loss"] >= 0.0
+    assert {r["layer"] for r in doc["attention_order"]} == {f"blocks.{i}.attn" for i in range(12)}

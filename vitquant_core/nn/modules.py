@@ -75,10 +75,12 @@ class ActQuantizer(nn.Module):
         self.observer = None
         self.mode = "quantize"
 
-    def set_scale(self, scale: torch.Tensor | float, qtype: QType | None = None) -> None:
-        """Set the scale directly (search-based PTQ methods do this)."""
+    def set_scale(self, scale: torch.Tensor | float, qtype: QType | None = None,
+                  zero_point: torch.Tensor | float | None = None) -> None:
+        """Set the scale (and zero point) directly: search-based PTQ methods do this."""
         self.scale = torch.as_tensor(scale, dtype=torch.float32)
-        self.zero_point = torch.zeros_like(self.scale)
+        self.zero_point = (torch.zeros_like(self.scale) if zero_point is None
+                           else torch.as_tensor(zero_point, dtype=torch.float32))
         if qtype is not None:
             self.qtype = qtype
         self.mode = "quantize"
@@ -216,6 +218,8 @@ class QuantAttention(nn.Module):
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         q = q * self.scale
+        if self.capture is not None:  # the float operands, for search-based PTQ and analyses
+            self.capture.update(q=q.detach(), k=k.detach(), v=v.detach())
         if self.q_quantizer is not None:
             q, k = self.q_quantizer(q), self.k_quantizer(k)
         scores = q @ k.transpose(-2, -1)

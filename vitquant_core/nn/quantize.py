@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import QuantConfig
 from .modules import ActQuantizer, QuantAttention, QuantConv2d, QuantLinear
