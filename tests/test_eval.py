@@ -6,16 +6,18 @@ from vitquant_core.eval import evaluate
 
 
 class Fixed(nn.Module):
-    """Returns preset logits batch by batch."""
+    """Returns preset logits: the input of each image is its row index."""
 
     def __init__(self, logits):
         super().__init__()
-        self.logits, self.i = logits, 0
+        self.logits = logits
 
     def forward(self, x):
-        out = self.logits[self.i:self.i + len(x)]
-        self.i += len(x)
-        return out
+        return self.logits[x[:, 0].long()]
+
+
+def rows(*ranges):
+    return [torch.arange(a, b, dtype=torch.float32)[:, None] for a, b in ranges]
 
 
 def test_top1_top5_agreement():
@@ -27,7 +29,8 @@ def test_top1_top5_agreement():
     logits[2, 9] = 5  # wrong, label 2 not in top-5
     logits[2, 2] = -1
     logits[3, 3] = 5  # right
-    loader = [(torch.zeros(2, 1), y[:2]), (torch.zeros(2, 1), y[2:])]
+    x1, x2 = rows((0, 2), (2, 4))
+    loader = [(x1, y[:2]), (x2, y[2:])]
     r = evaluate(Fixed(logits), loader, progress=False)
     assert r.top1 == 50.0 and r.top5 == 75.0 and r.n == 4
     ref = torch.tensor([0, 7, 2, 2])
@@ -39,10 +42,10 @@ def test_top1_top5_agreement():
 def test_nan_logits_raise():
     logits = torch.full((2, 3), float("nan"))
     with pytest.raises(FloatingPointError, match="NaN"):
-        evaluate(Fixed(logits), [(torch.zeros(2, 1), torch.tensor([0, 1]))], progress=False)
+        evaluate(Fixed(logits), [(rows((0, 2))[0], torch.tensor([0, 1]))], progress=False)
 
 
 def test_reference_length_mismatch():
     logits = torch.eye(3)
     with pytest.raises(ValueError, match="same subset"):
-        evaluate(Fixed(logits), [(torch.zeros(3, 1), torch.arange(3))], reference=torch.arange(2), progress=False)
+        evaluate(Fixed(logits), [(rows((0, 3))[0], torch.arange(3))], reference=torch.arange(2), progress=False)

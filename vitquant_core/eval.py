@@ -39,9 +39,12 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
     """
     model.eval()
     preds, labels, top5_hits = [], [], 0
-    t0 = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    t0 = None
     for x, y in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False):
+        if t0 is None:  # one untimed warm-up call, so that first-call costs do not skew time ratios
+            model(x[:1])
+            t0 = time.perf_counter()
         logits = model(x)
         if isinstance(logits, tuple):  # distilled DeiT in train mode
             logits = logits[0]
@@ -53,9 +56,9 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
         preds.append(top[:, 0])
         labels.append(y)
         top5_hits += (top == y[:, None]).any(dim=1).sum().item()
-    seconds = time.perf_counter() - t0
-    if not preds:
+    if not preds or t0 is None:
         raise ValueError("the evaluation loader yielded no batch: evaluate on a non-empty subset")
+    seconds = time.perf_counter() - t0
     p, y = torch.cat(preds), torch.cat(labels)
     n = len(y)
     result = EvalResult(top1=100.0 * (p == y).float().mean().item(), top5=100.0 * top5_hits / n, n=n,
