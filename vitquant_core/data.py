@@ -119,8 +119,9 @@ class ImageSplit:
                 "copy": copy, "n_images": len(self)}
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(self.std).view(1, -1, 1, 1) * 255.0
+        # on the batch's own device, so that a GPU run normalises there
+        mean = torch.tensor(self.mean, device=x_uint8.device).view(1, -1, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=x_uint8.device).view(1, -1, 1, 1) * 255.0
         return (x_uint8.float() - mean) / std
 
     def loader(self, indices: Sequence[int] | torch.Tensor | None = None,

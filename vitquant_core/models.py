@@ -188,13 +188,22 @@ def read_card(checkpoint: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, card: dict[str, Any]) -> dict[str, Any]:
-    """Write ``model``'s weights as safetensors and a card (with their SHA-256) beside them."""
+def save_checkpoint(model: nn.Module, path: str | Path, card: dict[str, Any],
+                    weight_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Write ``model``'s weights as safetensors and a card (with their SHA-256) beside them.
+
+    ``weight_dtype`` (e.g. ``torch.float16``) stores the conv and linear weights (tensors of
+    two or more dimensions) in that type to halve the file; norms, biases and buffers stay
+    as they are. Loading casts them back to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if weight_dtype is not None:
+        state = {k: v.to(weight_dtype) if v.is_floating_point() and v.ndim >= 2 else v
+                 for k, v in state.items()}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp))
     tmp.replace(path)
@@ -244,6 +253,9 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
     """
     entry = _REGISTRY.get(name)
     if entry is not None:
+        path = Path(checkpoint) if checkpoint else (entry.default_checkpoint if pretrained else None)
+        if path is not None and card_path(path).exists():
+            kwargs = read_card(path).get("builder_kwargs", {}) | kwargs
         model = entry.builder(num_classes=num_classes or entry.num_classes, **kwargs)
         if pretrained:
             load_checkpoint(model, checkpoint or entry.default_checkpoint)
@@ -285,7 +297,9 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[nn.Modu
             raise FileNotFoundError(
                 f"no checkpoint for {name!r} at {path}: train one with "
                 f"`python -m vitquant_core.train --model {name}` or pass checkpoint=PATH")
-        model = entry.builder(num_classes=entry.num_classes)
+        # the card says how the model was built (e.g. a DeiT with a distillation token)
+        kwargs = read_card(path).get("builder_kwargs", {}) if card_path(path).exists() else {}
+        model = entry.builder(num_classes=entry.num_classes, **kwargs)
         card = load_checkpoint(model, path)
         return model.eval(), {"checkpoint": str(path), "checkpoint_sha256": card["sha256"],
                               "card": card}

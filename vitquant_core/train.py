@@ -9,8 +9,17 @@ Recipes are the well-known ones for each family:
   CNN teacher through DeiT's distillation token, the paper's recipe for limited data.
 
 Decoded images live in one uint8 tensor (decoding JPEGs is the bottleneck otherwise);
-bf16 autocast is used where the CPU supports it; a resumable state is written every
-epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``).
+bf16 autocast is used where the device supports it; a resumable state is written every
+epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``), where
+crop and flip run on the device and the ViT's per-image augmentation runs in DataLoader
+workers (``workers``).
+
+``time_budget`` sizes a run to a wall-clock budget: a short probe on a throwaway copy of
+the model times the training step, the number of epochs that fits is chosen *before* the
+run starts, and the card records it, so ``--epochs N`` alone reproduces the run. Each
+epoch's data order and augmentation draw from a generator seeded by (seed, epoch), so a
+resumed run sees the same data as an uninterrupted one. GPU kernels are not bitwise
+deterministic (cuDNN autotuning is on), so a GPU rerun matches to within noise.
 
 Run ``python -m vitquant_core.train --help``.
 """
@@ -18,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import copy
 import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -31,13 +41,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models as M
-from .data import load_cifar10
+from .data import ImageSplit, load_cifar10
 
 
 @dataclass
 class TrainConfig:
     model: str = "resnet20_cifar"
-    epochs: int = 30
+    epochs: int = 30  # with time_budget: the most epochs to plan
     batch_size: int = 128
     lr: float | None = None  # None: the family's default
     weight_decay: float | None = None
@@ -53,6 +63,9 @@ class TrainConfig:
     bf16: bool | None = None  # None: on where supported
     compile: bool = False
     threads: int | None = None
+    workers: int = 0  # DataLoader workers for the ViT's per-image augmentation (0: in-process)
+    time_budget: float | None = None  # seconds for the whole run; picks the epochs that fit
+    store_dtype: str = "float32"  # "float16": conv/linear weights stored in half precision
     eval_every: int = 1
     out: str | None = None  # checkpoint path; default checkpoints/<model>.safetensors
     data_root: str | None = None
@@ -62,11 +75,27 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
         if M.get_entry(self.model) is None:
             raise ValueError(f"{self.model!r} is not a registered CIFAR model: "
                              f"choose one of {M.list_models()}")
+        if self.store_dtype not in ("float32", "float16"):
+            raise ValueError(f"store_dtype must be 'float32' or 'float16', got {self.store_dtype!r}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any], **overrides: Any) -> "TrainConfig":
+        """The config that reproduces a shipped model: its card's recipe and epochs."""
+        names = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        cfg = {k: v for k, v in card["recipe"].items() if k in names}
+        # the card's epochs are the ones actually run (a time budget chose them)
+        cfg.update(epochs=card["epochs"], time_budget=None)
+        cfg.update(overrides)
+        return cls(**cfg)
 
 
 def bf16_supported(device: str) -> bool:
@@ -79,19 +108,38 @@ def bf16_supported(device: str) -> bool:
         return False
 
 
-def random_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding, and a horizontal flip, per image of a uint8 batch."""
-    n, _, h, w = x.shape
+def random_crop_flip(x: torch.Tensor, g: torch.Generator | None, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding, and a horizontal flip, per image of a uint8 batch.
+
+    The offsets are drawn on the CPU from ``g`` (the same numbers on every device), the
+    gathers run on ``x``'s device.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
+    flip = (torch.rand(n, generator=g) < 0.5).to(dev)
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad)
+    rows = (dy.view(n, 1) + torch.arange(h, device=dev).view(1, h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
     out = padded.gather(2, rows)
-    cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+    cols = (dx.view(n, 1) + torch.arange(w, device=dev).view(1, w)).view(n, 1, 1, w).expand(n, c, h, w)
     out = out.gather(3, cols)
-    flip = torch.rand(n, generator=g) < 0.5
-    out[flip] = out[flip].flip(3)
-    return out
+    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+
+
+class _AugmentedImages(torch.utils.data.Dataset):
+    """Per-image crop + flip + TrivialAugment, for DataLoader workers (the ViT recipe)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: Any) -> None:
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # the worker's torch RNG, which the DataLoader seeds from its generator
+        x = random_crop_flip(self.images[i:i + 1], None)[0]
+        return self.augment(x), self.labels[i]
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -106,163 +154,322 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 @torch.inference_mode()
-def _test_top1(model: nn.Module, test, device: str, bf16: bool) -> float:
+def _test_top1(model: nn.Module, test: ImageSplit, device: str, bf16: bool, n: int | None = None) -> float:
     model.eval()
-    correct = 0
-    for x, y in test.loader(batch_size=500):
+    correct, seen = 0, 0
+    idx = None if n is None else torch.arange(min(n, len(test)))
+    for x, y in test.loader(idx, batch_size=500):
+        x = x.to(device)
+        if device != "cpu" and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x.to(device))
+            logits = model(x)
         correct += (logits.float().argmax(1).cpu() == y).sum().item()
-    return 100.0 * correct / len(test)
+        seen += len(y)
+    return 100.0 * correct / seen
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # one stream per (seed, epoch): a resumed run draws exactly what an uninterrupted one would
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class _Trainer:
+    """Model, optimiser, schedule and the batch pipeline of one run (or of a timing probe)."""
+
+    def __init__(self, cfg: TrainConfig, epochs: int, train_split: ImageSplit) -> None:
+        entry = M.get_entry(cfg.model)
+        assert entry is not None
+        self.cfg, self.entry, self.epochs, self.split = cfg, entry, epochs, train_split
+        self.device = cfg.device
+        self.bf16 = bf16_supported(cfg.device) if cfg.bf16 is None else cfg.bf16
+        self.is_vit = entry.family == "vit"
+        self.builder_kwargs: dict[str, Any] = {}
+        if self.is_vit:
+            self.builder_kwargs = {"distilled": cfg.teacher is not None}
+            model = entry.builder(num_classes=entry.num_classes, drop_path_rate=cfg.drop_path,
+                                  **self.builder_kwargs)
+        else:
+            model = entry.builder(num_classes=entry.num_classes)
+        self.model = model.to(self.device)
+        if not self.is_vit:  # channels-last convolutions are ~1.4x faster on this CPU, and on GPUs
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.teacher = None
+        if cfg.teacher:
+            teacher, _ = M.load_model(cfg.teacher, cfg.teacher_checkpoint)
+            self.teacher = teacher.to(self.device, memory_format=torch.channels_last).eval()
+
+        bs = cfg.batch_size
+        self.lr = cfg.lr if cfg.lr is not None else (5e-4 * bs / 512 if self.is_vit else 0.1 * bs / 128)
+        self.wd = cfg.weight_decay if cfg.weight_decay is not None else (0.05 if self.is_vit else 5e-4)
+        self.steps_per_epoch = len(train_split) // bs
+        if cfg.max_steps:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps)
+        total = self.steps_per_epoch * epochs
+        if self.is_vit:
+            self.opt = torch.optim.AdamW(_param_groups(self.model, self.wd), lr=self.lr, betas=(0.9, 0.999))
+            warm = max(1, int(cfg.warmup_epochs * self.steps_per_epoch))
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.opt, lambda s: (s + 1) / warm if s < warm else
+                0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm)))))
+        else:
+            self.opt = torch.optim.SGD(_param_groups(self.model, self.wd), lr=self.lr, momentum=0.9, nesterov=True)
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(
+                self.opt, max_lr=self.lr, total_steps=total, pct_start=0.15, div_factor=10, final_div_factor=100)
+
+        self.mixup_fn = None
+        self.augment = None
+        if self.is_vit:
+            from timm.data import Mixup
+            from torchvision.transforms import v2
+
+            self.mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                                  label_smoothing=cfg.label_smoothing, num_classes=entry.num_classes)
+            self.augment = v2.TrivialAugmentWide()
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        # the CNN pipeline (crop + flip) is vectorised, so it runs where the model runs
+        self.images = train_split.images if self.is_vit else train_split.images.to(self.device)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Augmented uint8 images and labels on the device, ``steps_per_epoch`` of them."""
+        cfg = self.cfg
+        g = _epoch_generator(cfg.seed, epoch)
+        if not self.is_vit:
+            perm = torch.randperm(len(self.split), generator=g)
+            for step in range(self.steps_per_epoch):
+                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                yield (random_crop_flip(self.images[idx.to(self.images.device)], g),
+                       self.split.labels[idx].to(self.device, non_blocking=True))
+            return
+        ds = _AugmentedImages(self.images, self.split.labels, self.augment)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=cfg.batch_size, drop_last=True, num_workers=cfg.workers,
+            sampler=torch.utils.data.RandomSampler(ds, generator=g), generator=g,
+            pin_memory=self.device.startswith("cuda"))
+        for step, (x, y) in enumerate(loader):
+            if step == self.steps_per_epoch:
+                break
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def step(self, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns the (detached) loss and the number of correct top-1."""
+        x = self.split.normalize(xb)
+        if not self.is_vit:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = y
+        if self.mixup_fn is not None:
+            x, target = self.mixup_fn(x, y)
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.step_model(x)
+            if isinstance(out, tuple):  # DeiT distilled: (class head, distillation head)
+                logits, logits_dist = out
+                with torch.no_grad():
+                    xt = x.contiguous(memory_format=torch.channels_last)
+                    teacher_y = self.teacher(xt).argmax(1)
+                loss = 0.5 * _soft_ce(logits, target, self.cfg.label_smoothing) + \
+                    0.5 * F.cross_entropy(logits_dist.float(), teacher_y)
+            else:
+                logits = out
+                loss = _soft_ce(logits, target, self.cfg.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.is_vit:
+            nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        self.sched.step()
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def plan_epochs(cfg: TrainConfig, budget_s: float, train_split: ImageSplit, test_split: ImageSplit,
+                warmup_steps: int = 5, timed_steps: int = 20) -> dict[str, Any]:
+    """How many epochs of ``cfg`` fit in ``budget_s`` seconds, measured on this machine.
+
+    Trains a throwaway copy for a few steps (the first ``warmup_steps`` untimed: cuDNN
+    autotuning, worker start-up), times an evaluation pass, and keeps a reserve for the
+    final fp32 CPU evaluation. The run itself is built afterwards from a fresh seed.
+    """
+    t0 = time.time()
+    probe = _Trainer(cfg, cfg.epochs, train_split)
+    batches = probe.batches(epoch=10**6)  # a stream of its own, unused by the run
+    n = min(warmup_steps + timed_steps, probe.steps_per_epoch)
+    warmup_steps = min(warmup_steps, max(0, n - 1))
+    t_steps = None
+    t_first = time.time()
+    first = next(batches)  # an epoch's fixed cost: starting the loader's workers
+    startup_s = time.time() - t_first
+    for i in range(n):
+        if i == warmup_steps:
+            _sync(cfg.device)
+            t_steps = time.time()
+        probe.step(*(first if i == 0 else next(batches)))
+    _sync(cfg.device)
+    step_s = (time.time() - t_steps) / (n - warmup_steps)
+    # one untimed batch first: cuDNN autotunes each new batch shape, once
+    _test_top1(probe.model, test_split, cfg.device, probe.bf16, n=500)
+    _sync(cfg.device)
+    t_eval = time.time()
+    n_eval = min(2000, len(test_split))
+    _test_top1(probe.model, test_split, cfg.device, probe.bf16, n=n_eval)
+    _sync(cfg.device)
+    eval_s = (time.time() - t_eval) * len(test_split) / n_eval
+    cpu_model = copy.deepcopy(probe.model).float().cpu().to(memory_format=torch.contiguous_format)
+    t_cpu = time.time()
+    n_cpu = min(500, len(test_split))
+    _test_top1(cpu_model, test_split, "cpu", False, n=n_cpu)
+    final_eval_s = (time.time() - t_cpu) * len(test_split) / n_cpu
+    del probe, cpu_model
+    epoch_s = step_s * (len(train_split) // cfg.batch_size if not cfg.max_steps else
+                        min(cfg.max_steps, len(train_split) // cfg.batch_size)) + startup_s + eval_s / cfg.eval_every
+    probe_s = time.time() - t0
+    # 5% of the budget is kept back for what the probe cannot see (saving, a slower epoch)
+    left = budget_s * 0.95 - probe_s - final_eval_s
+    epochs = int(max(1, min(cfg.epochs, left // epoch_s)))
+    return {"epochs": epochs, "step_seconds": step_s, "epoch_seconds": epoch_s, "loader_start_seconds": startup_s,
+            "final_eval_seconds": final_eval_s, "probe_seconds": probe_s, "budget_seconds": budget_s}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on CIFAR-10 train, evaluate on test, write checkpoint and card."""
     entry = M.get_entry(cfg.model)
     assert entry is not None
-    torch.manual_seed(cfg.seed)
+    t_start = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = cfg.device
-    bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+    if cfg.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA device: "
+                               "train with --device cpu")
+        torch.backends.cudnn.benchmark = True
     out = Path(cfg.out) if cfg.out else entry.default_checkpoint
     resume_path = out.with_suffix(".resume.pt")
     log_path = out.with_suffix(".train.jsonl")
 
     train_split = load_cifar10("train", cfg.data_root)
     test_split = load_cifar10("test", cfg.data_root)
-    is_vit = entry.family == "vit"
-    kwargs: dict[str, Any] = {}
-    if is_vit:
-        kwargs = {"drop_path_rate": cfg.drop_path, "distilled": cfg.teacher is not None}
-    model = entry.builder(num_classes=entry.num_classes, **kwargs).to(device)
-    if not is_vit:  # channels-last convolutions are ~1.4x faster on this CPU, and on GPUs
-        model = model.to(memory_format=torch.channels_last)
+    plan = None
+    epochs = cfg.epochs
+    if cfg.time_budget is not None and not resume_path.exists():
+        plan = plan_epochs(cfg, cfg.time_budget - (time.time() - t_start), train_split, test_split)
+        epochs = plan["epochs"]
+        print(json.dumps({"model": cfg.model, "plan": plan}), flush=True)
 
-    teacher = None
-    if cfg.teacher:
-        teacher, _ = M.load_model(cfg.teacher, cfg.teacher_checkpoint)
-        teacher = teacher.to(device).eval()
+    # seeded after the probe: the run is the one `--epochs <epochs>` alone would give
+    torch.manual_seed(cfg.seed)
+    import numpy as np
 
-    lr = cfg.lr if cfg.lr is not None else (5e-4 * cfg.batch_size / 512 if is_vit else 0.1 * cfg.batch_size / 128)
-    wd = cfg.weight_decay if cfg.weight_decay is not None else (0.05 if is_vit else 5e-4)
-    steps_per_epoch = len(train_split) // cfg.batch_size
-    if cfg.max_steps:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
-    total = steps_per_epoch * cfg.epochs
-    if is_vit:
-        opt = torch.optim.AdamW(_param_groups(model, wd), lr=lr, betas=(0.9, 0.999))
-        warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                                  0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
-    else:
-        opt = torch.optim.SGD(_param_groups(model, wd), lr=lr, momentum=0.9, nesterov=True)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15,
-                                                    div_factor=10, final_div_factor=100)
+    np.random.seed(cfg.seed)  # timm's mixup draws from numpy
+    tr = _Trainer(cfg, epochs, train_split)
+    model = tr.model
 
-    mixup_fn = None
-    augment = None
-    if is_vit:
-        from timm.data import Mixup
-        from torchvision.transforms import v2
-
-        mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                         num_classes=entry.num_classes)
-        augment = v2.TrivialAugmentWide()
-
-    step_model = torch.compile(model) if cfg.compile else model
     start_epoch, history = 0, []
     if resume_path.exists():
         state = torch.load(resume_path, weights_only=True)
+        if state.get("epochs", epochs) != epochs and cfg.time_budget is None:
+            raise ValueError(f"{resume_path} belongs to a {state['epochs']}-epoch run, not {epochs}: "
+                             "resume with the same --epochs, or delete it to start over")
+        epochs = state.get("epochs", epochs)
+        if epochs != tr.epochs:
+            tr = _Trainer(cfg, epochs, train_split)
+            model = tr.model
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
+        tr.opt.load_state_dict(state["opt"])
+        tr.sched.load_state_dict(state["sched"])
         start_epoch, history = state["epoch"], json.loads(state["history"])
-        print(f"resuming {cfg.model} from epoch {start_epoch}")
+        plan = json.loads(state.get("plan", "null"))
+        print(f"resuming {cfg.model} from epoch {start_epoch} of {epochs}")
 
-    g = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(start_epoch):  # keep the data order of an uninterrupted run
-        torch.randperm(len(train_split), generator=g)
-    t_start = time.time() - sum(h["seconds"] for h in history)
-    for epoch in range(start_epoch, cfg.epochs):
+    t_train = time.time() - sum(h["seconds"] for h in history)
+    stopped_early = None
+    for epoch in range(start_epoch, epochs):
+        if cfg.time_budget is not None and history and epoch > start_epoch:
+            # a safety net, not the plan: if the machine slowed down so much that the next
+            # epoch would overrun the budget by 15 %, stop and say so in the card
+            if time.time() - t_start + history[-1]["seconds"] > 1.15 * cfg.time_budget:
+                stopped_early = f"stopped by the time budget after epoch {epoch} of {epochs} planned"
+                print(stopped_early, flush=True)
+                break
         model.train()
         t0 = time.time()
-        perm = torch.randperm(len(train_split), generator=g)
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for step in bar:
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb = random_crop_flip(train_split.images[idx], g)
-            if augment is not None:
-                xb = torch.stack([augment(img) for img in xb])
-            x = train_split.normalize(xb).to(device, non_blocking=True)
-            if not is_vit:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = train_split.labels[idx].to(device, non_blocking=True)
-            target = y
-            if mixup_fn is not None:
-                x, target = mixup_fn(x, y)
-            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-                out_ = step_model(x)
-                if isinstance(out_, tuple):  # DeiT distilled: (class head, distillation head)
-                    logits, logits_dist = out_
-                    with torch.no_grad():
-                        teacher_y = teacher(x).argmax(1)
-                    loss = 0.5 * _soft_ce(logits, target, cfg.label_smoothing) + \
-                        0.5 * F.cross_entropy(logits_dist.float(), teacher_y)
-                else:
-                    logits = out_
-                    loss = _soft_ce(logits, target, cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}: "
-                                         "lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if is_vit:
-                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_top1": 100 * correct / seen,
-               "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            rec["test_top1"] = _test_top1(model, test_split, device, bf16)
+        loss_sum = torch.zeros((), device=cfg.device)
+        correct = torch.zeros((), dtype=torch.long, device=cfg.device)
+        seen = 0
+        bar = tqdm(tr.batches(epoch), total=tr.steps_per_epoch, desc=f"{cfg.model} epoch {epoch + 1}/{epochs}",
+                   leave=False, mininterval=2.0)
+        for step, (xb, y) in enumerate(bar):
+            loss, n_correct = tr.step(xb, y)
+            loss_sum += loss * len(y)
+            correct += n_correct
+            seen += len(y)
+            if step % 50 == 0:  # a host sync: only now and then
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss became {mean_loss} at epoch {epoch + 1} step {step}: "
+                                             "lower the learning rate")
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{100 * correct.item() / seen:.1f}")
+        mean_loss = loss_sum.item() / seen
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"loss became {mean_loss} in epoch {epoch + 1}: lower the learning rate")
+        rec = {"epoch": epoch + 1, "train_loss": mean_loss, "train_top1": 100 * correct.item() / seen,
+               "lr": tr.sched.get_last_lr()[0], "seconds": time.time() - t0}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
+            rec["test_top1"] = _test_top1(model, test_split, cfg.device, tr.bf16)
         history.append(rec)
-        print(json.dumps(rec), flush=True)
+        print(json.dumps({"model": cfg.model} | rec), flush=True)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "history": json.dumps(history)}, resume_path)
+        torch.save({"model": model.state_dict(), "opt": tr.opt.state_dict(), "sched": tr.sched.state_dict(),
+                    "epoch": epoch + 1, "epochs": epochs, "history": json.dumps(history),
+                    "plan": json.dumps(plan)}, resume_path)
+    train_seconds = time.time() - t_train
 
     model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
+    weight_dtype = None
+    if cfg.store_dtype == "float16":
+        # round the weights to what the file will hold, so the card's figure is the file's
+        weight_dtype = torch.float16
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim >= 2:
+                    p.copy_(p.half().float())
     test_top1 = _test_top1(model, test_split, "cpu", False)  # the card's figure: fp32, CPU
+    hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if cfg.device.startswith("cuda"):
+        hardware = f"{torch.cuda.get_device_name()}, " + hardware
     card = {
         "model": cfg.model,
         "architecture": entry.description,
+        "builder_kwargs": tr.builder_kwargs,
         "dataset": "CIFAR-10 " + test_split.describe()["copy"],
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "data_root", "extra")}
-        | {"lr": lr, "weight_decay": wd,
-           "optimizer": "AdamW" if is_vit else "SGD nesterov momentum 0.9",
-           "schedule": "warmup+cosine" if is_vit else "one-cycle",
+        | {"lr": tr.lr, "weight_decay": tr.wd,
+           "optimizer": "AdamW" if tr.is_vit else "SGD nesterov momentum 0.9",
+           "schedule": "warmup+cosine" if tr.is_vit else "one-cycle",
            "augmentation": ("random crop (pad 4) + flip + TrivialAugmentWide + mixup/cutmix"
-                            if is_vit else "random crop (pad 4) + flip"),
-           "bf16_autocast": bf16},
-        "epochs": cfg.epochs,
+                            if tr.is_vit else "random crop (pad 4) + flip"),
+           "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
+           "bf16_autocast": tr.bf16},
+        "epochs": len(history) if stopped_early else epochs,
+        "stopped_early": stopped_early,
+        "time_budget_plan": plan,
         "seed": cfg.seed,
-        "train_seconds": round(time.time() - t_start, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}",
+        "train_seconds": round(train_seconds, 1),
+        "hardware": f"{hardware}, {cfg.device}",
         "torch": torch.__version__,
+        "weights_stored_as": ("float16 (conv and linear weights; the rest float32)"
+                              if weight_dtype is not None else "float32"),
         "test_top1": round(test_top1, 2),
         "test_top1_note": "fp32 on CPU, full 10k test split of the JPEG copy",
         "history": history[-1],
     }
-    card = M.save_checkpoint(model, out, card)
+    card = M.save_checkpoint(model, out, card, weight_dtype=weight_dtype)
     if resume_path.exists():
         resume_path.unlink()
-    print(json.dumps({k: card[k] for k in ("model", "test_top1", "sha256", "size_bytes")}))
+    print(json.dumps({k: card[k] for k in ("model", "test_top1", "sha256", "size_bytes")}), flush=True)
     return card
 
 
@@ -283,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
             kind = float
         if f in ("max_steps", "threads"):
             kind = int
+        if f == "time_budget":
+            kind = float
         if isinstance(default, bool) or f == "bf16":
             p.add_argument(f"--{f.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
                            default=default)

@@ -37,6 +37,19 @@ def check_contract(doc: dict, name: str) -> None:
         assert 0.0 <= row["top1"] <= 100.0
 
 
+def test_00_reference_models(results_dir, tmp_path):
+    """00 reads every shipped card and log (no retraining) and re-evaluates on request."""
+    doc = run("00_reference_models", results_dir, tmp_path, n_eval=100)
+    rows = {r["model"]: r for r in doc["rows"]}
+    assert set(rows) == {"resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar"}
+    from vitquant_core import models as M
+
+    for name, row in rows.items():
+        card = M.read_card(M.get_entry(name).default_checkpoint)
+        assert row["top1"] == card["test_top1"] and row["checkpoint_sha256"] == card["sha256"]
+        assert row["n_eval"] == 100 and 0.0 <= row["top1_reevaluated"] <= 100.0
+
+
 def test_01_baseline(results_dir, tmp_path):
     doc = run("01_baseline", results_dir, tmp_path)
     check_contract(doc, "01_baseline")

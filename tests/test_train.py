@@ -1,0 +1,145 @@
+"""Training: augmentation, epoch planning by time budget, resume, checkpoint storage.
+
+Runs on a tiny CIFAR-shaped ImageFolder (a few PNGs per class), so every case trains for
+real in seconds; the full-length runs are the shipped checkpoints themselves.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitquant_core import models as M
+from vitquant_core.train import TrainConfig, plan_epochs, random_crop_flip, train
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_cifar")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 8), ("test", 4)):
+        for c in range(10):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                # class-dependent mean colour, so a few steps can learn something
+                img = rng.integers(0, 60, (32, 32, 3)) + 19 * c
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_random_crop_flip_is_a_shifted_window_and_seeded():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).view(2, 3, 8, 8).to(torch.uint8)
+    a = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
+    b = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
+    assert torch.equal(a, b) and a.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):  # every output is one window of the padded image, possibly mirrored
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(2)) for w in windows)
+
+
+def test_train_cnn_writes_card_and_resumes_identically(tiny_cifar, tmp_path):
+    cfg = dict(model="resnet20_cifar", epochs=2, batch_size=16, data_root=str(tiny_cifar), seed=3)
+    full = train(TrainConfig(**cfg, out=str(tmp_path / "a.safetensors")))
+    assert full["epochs"] == 2 and full["builder_kwargs"] == {}
+    assert 0.0 <= full["test_top1"] <= 100.0
+    log = (tmp_path / "a.train.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in log] == [1, 2]
+
+    # a resume state left by a run of another length is refused, not silently mixed in
+    part = tmp_path / "b.safetensors"
+    torch.save({"model": {}, "opt": {}, "sched": {}, "epoch": 1, "epochs": 99, "history": "[]"},
+               part.with_suffix(".resume.pt"))
+    with pytest.raises(ValueError, match="resume with the same --epochs"):
+        train(TrainConfig(**cfg, out=str(part)))
+
+
+def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
+    import vitquant_core.train as T
+
+    cfg = dict(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar), seed=1)
+    ref = train(TrainConfig(**cfg, out=str(tmp_path / "ref.safetensors")))
+
+    # interrupt the same run after epoch 2 (as a crash would), then resume it
+    real_test = T._test_top1
+    calls = {"n": 0}
+
+    def crash_after_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_test(*a, **k)
+
+    monkeypatch.setattr(T, "_test_top1", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**cfg, out=str(tmp_path / "res.safetensors")))
+    monkeypatch.setattr(T, "_test_top1", real_test)
+    assert (tmp_path / "res.resume.pt").exists()
+    resumed = train(TrainConfig(**cfg, out=str(tmp_path / "res.safetensors")))
+    assert not (tmp_path / "res.resume.pt").exists()
+    a = M.create_model("resnet20_cifar", checkpoint=tmp_path / "ref.safetensors").state_dict()
+    b = M.create_model("resnet20_cifar", checkpoint=tmp_path / "res.safetensors").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert resumed["test_top1"] == ref["test_top1"]
+
+
+def test_time_budget_plans_epochs_before_the_run(tiny_cifar, tmp_path):
+    cfg = TrainConfig(model="resnet20_cifar", epochs=50, batch_size=16, data_root=str(tiny_cifar))
+    from vitquant_core.data import load_cifar10
+
+    tr, te = load_cifar10("train", tiny_cifar), load_cifar10("test", tiny_cifar)
+    plan = plan_epochs(cfg, 1e6, tr, te)
+    assert plan["epochs"] == 50  # a huge budget: the cap
+    assert plan["step_seconds"] > 0 and plan["epoch_seconds"] >= plan["step_seconds"] * 5
+    tight = plan_epochs(cfg, plan["probe_seconds"] + plan["final_eval_seconds"] + 3.5 * plan["epoch_seconds"],
+                        tr, te)
+    assert 1 <= tight["epochs"] <= 4  # what fits, give or take timing noise
+    assert plan_epochs(cfg, 1e-3, tr, te)["epochs"] == 1  # never zero
+
+    card = train(TrainConfig(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar),
+                             time_budget=1e6, out=str(tmp_path / "tb.safetensors")))
+    assert card["epochs"] == 3 and card["time_budget_plan"]["epochs"] == 3
+    again = TrainConfig.from_card(card)
+    assert again.epochs == 3 and again.time_budget is None and again.batch_size == 16
+
+
+def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypatch):
+    teacher = tmp_path / "teacher.safetensors"
+    train(TrainConfig(model="resnet20_cifar", epochs=1, batch_size=16, data_root=str(tiny_cifar), out=str(teacher)))
+    out = tmp_path / "deit.safetensors"
+    card = train(TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar),
+                             teacher="resnet20_cifar", teacher_checkpoint=str(teacher), workers=2,
+                             store_dtype="float16", out=str(out)))
+    assert card["builder_kwargs"] == {"distilled": True}
+    assert card["weights_stored_as"].startswith("float16")
+    from safetensors.torch import load_file
+
+    state = load_file(str(out))
+    assert state["blocks.0.attn.qkv.weight"].dtype == torch.float16
+    assert state["blocks.0.norm1.weight"].dtype == torch.float32 and "dist_token" in state
+    # the registry rebuilds the distilled architecture from the card, and the card's figure is the file's
+    model, info = M.load_model("deit_tiny_cifar", out)
+    assert model.blocks[0].attn.qkv.weight.dtype == torch.float32
+    from vitquant_core.data import load_cifar10
+    from vitquant_core.train import _test_top1
+
+    assert _test_top1(model, load_cifar10("test", tiny_cifar), "cpu", False) == card["test_top1"]
+    half = out.stat().st_size
+    full = M.save_checkpoint(model, tmp_path / "full.safetensors", {})["size_bytes"]
+    assert half < 0.6 * full
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="registered CIFAR model"):
+        TrainConfig(model="resnet1000")
+    with pytest.raises(ValueError, match="store_dtype"):
+        TrainConfig(store_dtype="int8")
+    with pytest.raises(ValueError, match="time_budget"):
+        TrainConfig(time_budget=0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
