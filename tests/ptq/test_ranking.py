@@ -410,3 +410,44 @@ def test_ablation_switches(runs, kwargs, searched):
         assert ("bias_correction" in row) == (rq.bias_correction and row["kind"] == "linear")
     with torch.no_grad():
         assert math.isfinite(sqnr(model(x), q(x)))
+
+
+# ----------------------------------------------------------------------------- speed paths
+def test_incremental_capture_gives_the_inputs_of_a_full_forward_pass():
+    """Block-boundary activations advanced block by block: every layer sees exactly the inputs a
+    forward pass from the network input gives, on the float and on the quantized model."""
+    from vitquant_core.ptq.ranking import _block_container, _capture, _discover, _Prefix
+
+    model = micro_vit(3)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    batches = [x[:4], x[4:]]
+    q = quantize(model, QuantConfig.uniform(4, 4), batches, progress=False)
+    units = _discover(q, x[:1])
+    assert _block_container(q, [n for n, _ in units]) == "blocks"
+    prefix = _Prefix(q, "blocks", batches, torch.device("cpu"))
+    for name, kind in units:
+        old = _capture(q, name, kind, batches, torch.device("cpu"))
+        new = _capture(q, name, kind, batches, torch.device("cpu"), prefix)
+        assert len(old) == len(new)
+        for a, b in zip(old, new):
+            assert torch.equal(a, b), name
+    assert prefix.block == 1  # advanced once, to the last block
+
+
+def test_incremental_capture_changes_nothing_end_to_end(runs):
+    model, calib = runs["model"], runs["calib"]
+    rq = dict(n_candidates=10, max_rounds=3)
+    a = ranking_aware_quantize(model, QuantConfig.uniform(4, 4), calib, RankingAwareConfig(**rq), progress=False)
+    b = ranking_aware_quantize(model, QuantConfig.uniform(4, 4), calib,
+                               RankingAwareConfig(incremental=False, **rq), progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_ranking_sums_on_every_pair_listed_equals_the_dense_form():
+    a, a_q = score_maps(5, (2, 3, 6, 11))
+    f, q = a.reshape(-1, 11), torch.stack([a_q, 0.5 * a_q, a]).reshape(3, -1, 11)
+    pairs = torch.triu_indices(11, 11, offset=1)
+    dense = _ranking_sums(f, q, 0.2)
+    listed = _ranking_sums(f, q, 0.2, (pairs[0], pairs[1]), budget=64)
+    torch.testing.assert_close(dense, listed, rtol=1e-6, atol=1e-6)

@@ -105,7 +105,10 @@ class RankingAwareConfig:
     model, "float": the float model). ``reference``: the float output a layer is compared
     with ("model": the float model's output of that layer, "layer": the float layer on the
     same inputs); see the module docstring. ``chunk_bytes``: memory budget of one batched
-    candidate evaluation (candidates are chunked to stay under it).
+    candidate evaluation (candidates are chunked to stay under it). ``incremental``: capture
+    each layer's inputs from stored activations at its block's boundary, advanced block by
+    block (the same values as a forward pass from the network input, in linear rather than
+    quadratic time in depth); False re-runs the model from its input for every layer.
     """
 
     alpha: float = 0.5
@@ -122,6 +125,7 @@ class RankingAwareConfig:
     inputs: str = "quantized"
     reference: str = "model"
     chunk_bytes: int = 256 << 20
+    incremental: bool = True
 
     def __post_init__(self) -> None:
         def is_int(v: Any) -> bool:
@@ -139,7 +143,7 @@ class RankingAwareConfig:
             raise ValueError(f"n_candidates must be an int >= 2, got {self.n_candidates!r}")
         if not is_int(self.max_rounds) or self.max_rounds < 1:
             raise ValueError(f"max_rounds must be an int >= 1, got {self.max_rounds!r}")
-        for name in ("similarity", "ranking", "bias_correction"):
+        for name in ("similarity", "ranking", "bias_correction", "incremental"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.max_pairs is not None and (not is_int(self.max_pairs) or self.max_pairs < 1):
@@ -675,9 +679,94 @@ def _discover(qmodel: nn.Module, sample: torch.Tensor) -> list[tuple[str, str]]:
     return units
 
 
+def _block_container(model: nn.Module, names: Sequence[str]) -> str | None:
+    """The nn.Sequential whose children hold the most of ``names`` (a ViT's ``blocks``), if any."""
+    best, best_count = None, 0
+    for cname, m in model.named_modules():
+        if not isinstance(m, nn.Sequential) or len(m) < 2:
+            continue
+        pre = f"{cname}." if cname else ""
+        count = sum(1 for n in names if n.startswith(pre) and n[len(pre):].split(".", 1)[0].isdigit())
+        if count > best_count:
+            best, best_count = cname, count
+    return best
+
+
+class _Prefix:
+    """One model's activations at a block boundary, advanced block by block.
+
+    Capturing a layer's inputs by re-running the model from its input costs a prefix of the
+    network per layer (quadratic in depth). Instead the inputs of block 0 of the container
+    are recorded once, and block k's inputs are computed from block k−1's when the first
+    layer of block k is reached: layers are refined in forward order, so every earlier
+    block is final by then and the values are those a full forward pass would give.
+    Only used when the model calls the container as a whole (nn.Sequential semantics:
+    each block's output is the next block's only input); otherwise ``runs`` returns None.
+    """
+
+    def __init__(self, model: nn.Module, container: str, batches: list[torch.Tensor], device: torch.device) -> None:
+        self.model, self.container, self.batches, self.device = model, container, batches, device
+        self.seq: nn.Sequential = model.get_submodule(container)  # type: ignore[assignment]
+        self.block = -1  # index of the block whose inputs self.acts holds (-1: not recorded yet)
+        self.acts: list[torch.Tensor] | None = None
+        self.usable = True
+
+    def _block_of(self, name: str) -> int | None:
+        pre = f"{self.container}." if self.container else ""
+        if not name.startswith(pre):
+            return None
+        head = name[len(pre):].split(".", 1)[0]
+        return int(head) if head.isdigit() and int(head) < len(self.seq) else None
+
+    def _record(self) -> None:
+        store: list[torch.Tensor] = []
+
+        def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+                return  # not plain sequential use: leave the forward alone, fall back below
+            store.append(args[0].detach())
+            raise _Stop
+        hook = self.seq.register_forward_pre_hook(pre, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for x in self.batches:
+                    try:
+                        self.model(x.to(self.device))
+                    except _Stop:
+                        pass
+        finally:
+            hook.remove()
+        self.usable = len(store) == len(self.batches)
+        self.acts, self.block = store, 0
+
+    def runs(self, name: str) -> list[Callable[[], Any]] | None:
+        """One callable per batch running block k (the one holding ``name``) on its inputs."""
+        k = self._block_of(name)
+        if k is None or not self.usable:
+            return None
+        if self.acts is None:
+            self._record()
+            if not self.usable:
+                return None
+        if k < self.block:  # never happens in forward order; recompute rather than guess
+            self._record()
+        with torch.no_grad():
+            while self.block < k:
+                blk = self.seq[self.block]
+                self.acts = [blk(h) for h in self.acts]  # type: ignore[union-attr]
+                self.block += 1
+        blk = self.seq[k]
+        return [lambda h=h: blk(h) for h in self.acts]  # type: ignore[union-attr]
+
+
 def _capture(source: nn.Module, name: str, kind: str, batches: list[torch.Tensor],
-             device: torch.device) -> list[torch.Tensor]:
-    """Run ``source`` on the calibration batches up to operation ``name``; return its float inputs."""
+             device: torch.device, prefix: _Prefix | None = None) -> list[torch.Tensor]:
+    """Run ``source`` on the calibration batches up to operation ``name``; return its float inputs.
+
+    ``prefix``: start from the stored activations at the boundary of the block that holds
+    ``name`` instead of from the network input (the same values, one block of compute).
+    """
+    runs = prefix.runs(name) if prefix is not None else None
     if kind == "linear":
         module, store = source.get_submodule(name), [[]]
 
@@ -714,9 +803,9 @@ def _capture(source: nn.Module, name: str, kind: str, batches: list[torch.Tensor
         attn.capture = {}
     try:
         with torch.no_grad():
-            for x in batches:
+            for run in runs or [lambda x=x: source(x.to(device)) for x in batches]:
                 try:
-                    source(x.to(device))
+                    run()
                 except _Stop:
                     pass
     finally:
@@ -728,9 +817,9 @@ def _capture(source: nn.Module, name: str, kind: str, batches: list[torch.Tensor
 
 
 def _float_output(twin: nn.Module, name: str, kind: str, batches: list[torch.Tensor],
-                  device: torch.device) -> torch.Tensor:
+                  device: torch.device, prefix: _Prefix | None = None) -> torch.Tensor:
     """The float model's output of operation ``name`` on the calibration set."""
-    fp = _capture(twin, name, kind, batches, device)
+    fp = _capture(twin, name, kind, batches, device, prefix)
     with torch.no_grad():
         if kind == "linear":
             return twin.get_submodule(name)(fp[0])  # the twin computes in float, with the float bias
@@ -798,14 +887,18 @@ def ranking_aware_quantize(model: nn.Module, config: QuantConfig, calib_data: It
         model_reference = rq.reference == "model" and rq.inputs == "quantized"
         generator = torch.Generator().manual_seed(rq.seed)  # ranking-loss pair subsets, in layer order
         units = _discover(qmodel, batches[0][:1].to(device))
+        container = _block_container(qmodel, [n for n, _ in units]) if rq.incremental else None
+        src_prefix = _Prefix(source, container, batches, device) if container is not None else None
+        twin_prefix = (_Prefix(twin, container, batches, device)  # type: ignore[arg-type]
+                       if container is not None and model_reference else None)
         for name, kind in tqdm(units, desc="ranking-aware PTQ", disable=not progress, leave=False):
             t1 = time.perf_counter()
             if (kind == "matmul_qk" and not rq.searches) or (kind == "matmul_av" and not rq.similarity):
                 # nothing to refine there (bias correction concerns linear layers only): skip the pass
                 layers.append({"name": name, "kind": kind, "objective": None, "searched": False})
                 continue
-            inputs = _capture(source, name, kind, batches, device)
-            target = _float_output(twin, name, kind, batches, device) if model_reference else None
+            inputs = _capture(source, name, kind, batches, device, src_prefix)
+            target = _float_output(twin, name, kind, batches, device, twin_prefix) if model_reference else None
             if kind == "linear":
                 module: QuantLinear = qmodel.get_submodule(name)  # type: ignore[assignment]
                 parent = name.rsplit(".", 1)[0] if "." in name else ""
