@@ -451,3 +451,9 @@ def test_ranking_sums_on_every_pair_listed_equals_the_dense_form():
     dense = _ranking_sums(f, q, 0.2)
     listed = _ranking_sums(f, q, 0.2, (pairs[0], pairs[1]), budget=64)
     torch.testing.assert_close(dense, listed, rtol=1e-6, atol=1e-6)
+
+
+def test_pearson_counts_a_constant_output_as_uncorrelated():
+    o = torch.randn(2, 4, 9, generator=torch.Generator().manual_seed(0))
+    for k in (0.0, 0.37, -7.77, 123.4):
+        assert float(pearson_similarity(o, torch.full_like(o, k))) == 0.0

@@ -308,7 +308,15 @@ def _pearson_per_candidate(ref_centered: torch.Tensor, ref_norm: torch.Tensor, o
     # Σ (ô − mean ô)(o − mean o) = Σ ô (o − mean o): the reference is centred once per layer,
     # so the numerator is one batched product and the candidates need no centred copy
     num = torch.einsum("cbd,bd->cb", out, ref_centered)
-    den = torch.sqrt(out.var(dim=-1, correction=0) * out.shape[-1]) * ref_norm
+    # Σ (ô − mean ô)² = Σ ô² − (Σ ô)² / D from two fast reductions (Tensor.var was ~5x slower
+    # here), combined in float64. The float32 Σ ô² carries a relative error of ~3e-7, so a
+    # constant output can leave a residue of that order: below 1e-5·Σ ô² (std < 0.3 % of the
+    # RMS) the output counts as constant.
+    sq = torch.linalg.vecdot(out, out).double()
+    tot = out.sum(dim=-1, dtype=torch.float64)
+    ss = sq - tot * tot / out.shape[-1]
+    ss = torch.where(ss > 1e-5 * sq, ss, torch.zeros_like(ss))
+    den = torch.sqrt(ss).to(num.dtype) * ref_norm
     # a constant output (zero variance) has no correlation with anything: count it as 0
     r = torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
     return r.double().mean(dim=-1)
