@@ -85,6 +85,7 @@ def score_maps(seed=0, shape=(2, 3, 5, 7)):
     dict(alpha=0.0), dict(alpha=1.3, beta=1.2), dict(n_candidates=1), dict(n_candidates=10.0),
     dict(max_rounds=0), dict(gamma=-0.1), dict(theta=-1.0), dict(similarity=1), dict(max_pairs=0),
     dict(inputs="fp"), dict(reference="net"), dict(alpha=float("nan")), dict(seed=1.5), dict(chunk_bytes=0),
+    dict(max_rows=0), dict(coarse_to_fine=1), dict(incremental=None),
 ])
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises((ValueError, TypeError)):
@@ -457,3 +458,55 @@ def test_pearson_counts_a_constant_output_as_uncorrelated():
     o = torch.randn(2, 4, 9, generator=torch.Generator().manual_seed(0))
     for k in (0.0, 0.37, -7.77, 123.4):
         assert float(pearson_similarity(o, torch.full_like(o, k))) == 0.0
+
+
+def test_coarse_to_fine_finds_the_optimum_of_a_unimodal_objective():
+    from vitquant_core.ptq.ranking import _Operand, _Unit
+
+    assert RankingAwareConfig().coarse_step() == 1  # exhaustive by default
+    rq = RankingAwareConfig(coarse_to_fine=True)
+    assert rq.coarse_step() == 7
+    evaluated = []
+
+    class Probe(_Unit):
+        def __init__(self):  # only what evaluate() uses
+            self.rq, self.grid = rq, rq.multipliers().float()
+
+        def _evaluate_at(self, k, idx, which):
+            evaluated.extend(which.tolist())
+            return -(self.grid[which].double() - 0.83) ** 2  # peak between grid points
+
+    obj = Probe().evaluate(0, [50, 50])
+    best = int(torch.argmax(obj))
+    assert best == int(torch.argmin((rq.multipliers() - 0.83).abs()))  # the exhaustive answer
+    assert len(evaluated) == len(set(evaluated)) < 35  # each candidate at most once, ~29 of 101
+
+
+def test_row_subset_covering_every_row_is_the_exact_search():
+    model = micro_vit(2)
+    xs = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    cfg = QuantConfig.uniform(4, 4)
+    rows = 4 * 2 * 17  # images x heads x queries: 136 score rows
+    a = ranking_aware_quantize(model, cfg, [xs], RankingAwareConfig(n_candidates=10, max_rounds=2, max_rows=None,
+                                                                   coarse_to_fine=False), progress=False)
+    b = ranking_aware_quantize(model, cfg, [xs], RankingAwareConfig(n_candidates=10, max_rounds=2, max_rows=rows,
+                                                                   coarse_to_fine=False), progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = ranking_aware_quantize(model, cfg, [xs], RankingAwareConfig(n_candidates=10, max_rounds=2, max_rows=40,
+                                                                   coarse_to_fine=False), progress=False)
+    qkv = {r["name"]: r for r in c.vitquant_report.layers}["blocks.0.attn.qkv"]
+    assert qkv["searched"] and qkv["objective_after"] >= qkv["objective_before"]
+
+
+def test_sampled_rows_and_coarse_search_are_deterministic_for_a_fixed_seed():
+    model = micro_vit(1)
+    xs = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    rq = RankingAwareConfig(n_candidates=30, max_rounds=3, max_rows=50, max_pairs=60, coarse_to_fine=True, seed=11)
+    runs_ = [ranking_aware_quantize(model, QuantConfig.uniform(4, 4), [xs], rq, progress=False) for _ in range(2)]
+    sa, sb = (r.state_dict() for r in runs_)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    la, lb = ([{k: v for k, v in row.items() if "seconds" not in k} for row in r.vitquant_report.layers]
+              for r in runs_)
+    assert la == lb
+    assert all(row["n_evaluations"] >= 1 for row in la if row["searched"])

@@ -60,6 +60,16 @@ Deviations from the paper (documented, deliberate)
   search can never end below its starting objective.
 * Conv2d layers (the patch embedding, kept in float by the default configs) keep their
   min-max scales; only linear layers and the attention matmuls are refined.
+* Speed. By default the ranking loss is estimated on a seeded subset of at most 4,096 score
+  rows (image, head, query) per layer, all key pairs of each row kept (``max_rows``; None:
+  every row); with 128 DeiT-Tiny images (24,960 rows) that makes the term 6x cheaper.
+  ``coarse_to_fine=True`` (off by default) evaluates every k-th of the C candidates
+  (k ≈ √(C/2), 7 at C = 100), then those within k of the best of them: ~29 evaluations
+  instead of 101. On the first block of DeiT-Tiny (CIFAR, 65 tokens, W4A4, 32 images, random
+  weights) both chose exactly the multipliers of the exhaustive search in all six
+  operations (6x faster together); on the micro ViT of the tests at W8A8, where the
+  objective is flat near its optimum, the coarse pass lands elsewhere (−0.02 dB), hence off
+  by default. Notebook 03 repeats the comparison on the trained model.
 """
 from __future__ import annotations
 
@@ -92,7 +102,8 @@ __all__ = ["INPUT_SOURCES", "REFERENCES", "RankingAwareConfig", "RankingAwareRep
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class RankingAwareConfig:
-    """Hyper-parameters of ranking-aware PTQ (defaults: the paper's values).
+    """Hyper-parameters of ranking-aware PTQ (defaults: the paper's values; the ranking loss on
+    at most 4,096 sampled score rows, ``max_rows=None`` for all of them).
 
     ``alpha``/``beta``/``n_candidates``: the candidate scales are ``n_candidates`` points
     linearly spaced in [alpha·Δ, beta·Δ] around the max-based scale Δ (plus Δ itself).
@@ -109,6 +120,12 @@ class RankingAwareConfig:
     each layer's inputs from stored activations at its block's boundary, advanced block by
     block (the same values as a forward pass from the network input, in linear rather than
     quadratic time in depth); False re-runs the model from its input for every layer.
+    ``max_rows``: use a seeded random subset of at most this many score rows (image, head,
+    query) in the ranking loss (None: every row); the loss is a mean over rows, so a subset
+    estimates it without bias at a cost proportional to the rows kept. ``coarse_to_fine``:
+    evaluate every k-th grid candidate (k ≈ √(C/2)), then every candidate within k of the
+    best of them, instead of all C (about 3.5x fewer evaluations at C = 100; exact when the
+    objective is unimodal along the grid, which the paper's exhaustive search does not assume).
     """
 
     alpha: float = 0.5
@@ -126,6 +143,8 @@ class RankingAwareConfig:
     reference: str = "model"
     chunk_bytes: int = 256 << 20
     incremental: bool = True
+    max_rows: int | None = 4096
+    coarse_to_fine: bool = False
 
     def __post_init__(self) -> None:
         def is_int(v: Any) -> bool:
@@ -143,11 +162,13 @@ class RankingAwareConfig:
             raise ValueError(f"n_candidates must be an int >= 2, got {self.n_candidates!r}")
         if not is_int(self.max_rounds) or self.max_rounds < 1:
             raise ValueError(f"max_rounds must be an int >= 1, got {self.max_rounds!r}")
-        for name in ("similarity", "ranking", "bias_correction", "incremental"):
+        for name in ("similarity", "ranking", "bias_correction", "incremental", "coarse_to_fine"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.max_pairs is not None and (not is_int(self.max_pairs) or self.max_pairs < 1):
             raise ValueError(f"max_pairs must be None or an int >= 1, got {self.max_pairs!r}")
+        if self.max_rows is not None and (not is_int(self.max_rows) or self.max_rows < 1):
+            raise ValueError(f"max_rows must be None or an int >= 1, got {self.max_rows!r}")
         if not is_int(self.seed):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.inputs not in INPUT_SOURCES:
@@ -160,6 +181,13 @@ class RankingAwareConfig:
     @property
     def searches(self) -> bool:
         return self.similarity or self.ranking
+
+    def coarse_step(self) -> int:
+        """Spacing of the coarse pass of the coarse-to-fine search (1: exhaustive)."""
+        if not self.coarse_to_fine:
+            return 1
+        # n/k coarse points + 2(k − 1) fine ones is smallest at k = √(n/2)
+        return max(2, round(math.sqrt(len(self.multipliers()) / 2)))
 
     def multipliers(self) -> torch.Tensor:
         """The candidate multipliers of the max-based scale: the C-point grid plus 1 (float64)."""
@@ -208,7 +236,8 @@ def _ranking_sums(a_fp: torch.Tensor, a_q: torch.Tensor, theta: float,
     if n < 2 or n_rows == 0 or (pairs is not None and pairs[0].numel() == 0):
         return total
     per_row = n * n if pairs is None else pairs[0].numel()
-    step = _rows_per_block(per_row, c, min(budget, _RANKING_BLOCK_BYTES))
+    # one block holds the c candidates' pair terms and the float signs: 4·per_row·(c + 1) bytes a row
+    step = max(1, min(budget, _RANKING_BLOCK_BYTES) // (4 * per_row * (c + 1)))
     theta_t = torch.tensor(theta, dtype=a_q.dtype, device=a_q.device)
     for r0 in range(0, n_rows, step):
         f = a_fp[r0:r0 + step]
@@ -422,6 +451,13 @@ class _Unit:
             self.score_numel = scores.numel()
             self.pairs = _pairs_or_none(n, rq.max_pairs, generator, device)
             self.n_pairs = _n_pairs(n, self.pairs)
+            # the ranking term's cost is proportional to its rows: optionally a seeded subset,
+            # drawn once per layer so that every candidate is scored on the same rows
+            self.rows: torch.Tensor | None = None
+            if rq.max_rows is not None and rq.max_rows < self.fp_rows.shape[0]:
+                keep = torch.randperm(self.fp_rows.shape[0], generator=generator)[:rq.max_rows]
+                self.rows = keep.sort().values.to(device)
+                self.fp_rows = self.fp_rows[self.rows]
 
     # -- objective
     def _score(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,6 +469,8 @@ class _Unit:
         if self.use_ranking:
             scores = self.scores_fn(out)  # type: ignore[misc]
             rows = scores.reshape(c, -1, scores.shape[-1])
+            if self.rows is not None:
+                rows = rows[:, self.rows]
             rank = _ranking_sums(self.fp_rows, rows, self.rq.theta, self.pairs, self.rq.chunk_bytes)
             rank = rank / max(1, rows.shape[1] * self.n_pairs)
         return sim, rank
@@ -446,19 +484,39 @@ class _Unit:
         per = 4 * (op.x.numel() + 4 * self.fp_out.numel() + 2 * self.score_numel)
         return max(1, self.rq.chunk_bytes // max(1, per))
 
-    def evaluate(self, k: int, idx: list[int]) -> torch.Tensor:
-        """Objective of every grid candidate for operand k (0: a, 1: b), the other fixed at idx."""
+    def _evaluate_at(self, k: int, idx: list[int], which: torch.Tensor) -> torch.Tensor:
+        """Objective of the grid candidates ``which`` for operand k, the other fixed at idx."""
         ops = (self.a, self.b)
         op, other = ops[k], ops[1 - k]
         with torch.no_grad():
             other_q = other.quantized(self.grid[idx[1 - k]:idx[1 - k] + 1])
             objs = []
             step = self._chunk(op)
-            for s in range(0, len(self.grid), step):
-                op_q = op.quantized(self.grid[s:s + step])
+            mults = self.grid[which.to(self.grid.device)]
+            for s in range(0, len(mults), step):
+                op_q = op.quantized(mults[s:s + step])
                 out = self.combine(op_q, other_q) if k == 0 else self.combine(other_q, op_q)
                 objs.append(self._objective(*self._score(out)))
         return torch.cat(objs)
+
+    def evaluate(self, k: int, idx: list[int]) -> torch.Tensor:
+        """Objective of every grid candidate for operand k (0: a, 1: b), the other fixed at idx.
+
+        Coarse-to-fine: only the coarse points, the incumbent and the neighbourhood of the best
+        coarse point are evaluated; the others get −inf (never chosen by the argmax).
+        """
+        n, step = len(self.grid), self.rq.coarse_step()
+        if step == 1:
+            return self._evaluate_at(k, idx, torch.arange(n))
+        obj = torch.full((n,), -math.inf, dtype=torch.float64)
+        coarse = torch.unique(torch.cat([torch.arange(0, n, step), torch.tensor([n - 1, idx[k]])]))
+        obj[coarse] = self._evaluate_at(k, idx, coarse).cpu()
+        best = int(torch.argmax(obj))
+        fine = torch.arange(max(0, best - step + 1), min(n, best + step))
+        fine = fine[torch.isinf(obj[fine])]
+        if fine.numel():
+            obj[fine] = self._evaluate_at(k, idx, fine).cpu()
+        return obj
 
     def score_at(self, idx: list[int]) -> dict[str, float | None]:
         with torch.no_grad():
@@ -530,7 +588,7 @@ def _linear_combine(bias: torch.Tensor | None) -> Callable[[torch.Tensor, torch.
         ca, lead, n_in = xq.shape[0], xq.shape[1:-1], xq.shape[-1]
         out = torch.matmul(xq.reshape(ca, -1, n_in), wq.transpose(-1, -2))
         if bias is not None:
-            out = out + bias
+            out.add_(bias)  # in place: out is a fresh product
         return out.reshape(out.shape[0], *lead, out.shape[-1])
     return combine
 
