@@ -335,13 +335,14 @@ def kendall_tau(a_fp: torch.Tensor, a_q: torch.Tensor, max_pairs: int | None = N
 def _pearson_per_candidate(ref_centered: torch.Tensor, ref_norm: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Mean over images of Γ(O_b, Ô_b); ref [B, D] centred, ref_norm [B], out [c, B, D] → [c] (float64)."""
     # Σ (ô − mean ô)(o − mean o) = Σ ô (o − mean o): the reference is centred once per layer,
-    # so the numerator is one batched product and the candidates need no centred copy
-    num = torch.einsum("cbd,bd->cb", out, ref_centered)
-    # Σ (ô − mean ô)² = Σ ô² − (Σ ô)² / D from two fast reductions (Tensor.var was ~5x slower
+    # so the candidates need no centred copy; one matrix-vector product per image (a strided
+    # gemv streams the candidates' outputs once, ~6x faster than the same einsum)
+    num = torch.stack([torch.mv(out[:, b], ref_centered[b]) for b in range(out.shape[1])], dim=1)
+    # Σ (ô − mean ô)² = Σ ô² − (Σ ô)² / D from two fast reductions (Tensor.var was ~20x slower
     # here), combined in float64. The float32 Σ ô² carries a relative error of ~3e-7, so a
     # constant output can leave a residue of that order: below 1e-5·Σ ô² (std < 0.3 % of the
     # RMS) the output counts as constant.
-    sq = torch.linalg.vecdot(out, out).double()
+    sq = torch.linalg.vector_norm(out, dim=-1).double().square()
     tot = out.sum(dim=-1).double()  # a float64 accumulator (dtype=) was slower than var itself
     ss = sq - tot * tot / out.shape[-1]
     ss = torch.where(ss > 1e-5 * sq, ss, torch.zeros_like(ss))
