@@ -226,10 +226,13 @@ def _ranking_sums(a_fp: torch.Tensor, a_q: torch.Tensor, theta: float,
     """Σ over rows and key pairs i < j of Φ((â_i − â_j)·sign(a_i − a_j)), Φ(p) = max(θ − p, 0).
 
     ``a_fp`` [R, N], ``a_q`` [c, R, N] → [c] (float64). ``pairs=None``: all pairs, computed
-    densely over the N×N grid without gathers: the term is exactly symmetric in (i, j)
-    (swapping negates both factors), so with the diagonal zeroed Σ_{i<j} = Σ_{i≠j} / 2.
-    Otherwise only the given (i, j) index pairs. ``budget`` caps the
-    bytes of one row block (the cache-sized default block is used when it is smaller).
+    densely over the N×N grid without per-pair gathers. With the keys of each row sorted by
+    their float score the sign is −1 for every i < j, so the sum is Σ_{i<j} relu(θ + â_i − â_j)
+    over the upper triangle (one broadcast difference, one relu, one masked matrix-vector
+    reduction). Row blocks with tied float scores (sign 0) take the signed form instead: the
+    term is exactly symmetric in (i, j) (swapping negates both factors), so with the diagonal
+    zeroed Σ_{i<j} = Σ_{i≠j} / 2. Otherwise only the given (i, j) index pairs. ``budget`` caps
+    the bytes of one row block (the cache-sized default block is used when it is smaller).
     """
     c, n_rows, n = a_q.shape
     total = torch.zeros(c, dtype=torch.float64, device=a_q.device)
@@ -239,24 +242,32 @@ def _ranking_sums(a_fp: torch.Tensor, a_q: torch.Tensor, theta: float,
     # one block holds the c candidates' pair terms and the float signs: 4·per_row·(c + 1) bytes a row
     step = max(1, min(budget, _RANKING_BLOCK_BYTES) // (4 * per_row * (c + 1)))
     theta_t = torch.tensor(theta, dtype=a_q.dtype, device=a_q.device)
+    upper = torch.ones(n, n, dtype=a_q.dtype, device=a_q.device).triu_(1).reshape(-1) if pairs is None else None
     for r0 in range(0, n_rows, step):
         f = a_fp[r0:r0 + step]
         q = a_q[:, r0:r0 + step]
-        # −sign(a_i − a_j) (0 for ties), then θ − p·sign = θ + p·(−sign) in one fused pass
+        r = f.shape[0]
         if pairs is None:
+            f_sorted, order = f.sort(dim=-1)
+            if not bool((f_sorted[:, 1:] == f_sorted[:, :-1]).any()):  # no ties: the sorted form
+                qs = q.gather(-1, order.expand(c, r, n))
+                d = (qs + theta_t).unsqueeze(-1) - qs.unsqueeze(-2)  # [c, r, N, N]: θ + â_i − â_j
+                total += torch.mv(d.relu_().reshape(c * r, n * n), upper).reshape(c, r).sum(dim=-1).double()
+                continue
+            # −sign(a_i − a_j) (0 for ties), then θ − p·sign = θ + p·(−sign)
             neg_s = torch.sign(f.unsqueeze(-2) - f.unsqueeze(-1))  # [r, N, N]
             p = q.unsqueeze(-1) - q.unsqueeze(-2)  # [c, r, N, N]
             phi = p.mul_(neg_s).add_(theta_t).clamp_(min=0)
             phi.diagonal(dim1=-2, dim2=-1).zero_()  # i = j is no pair
+            total += phi.reshape(c, -1).sum(dim=-1).double() / 2
         else:
             i, j = pairs
             neg_s = torch.sign(f[:, j] - f[:, i])  # [r, P]
             p = q[..., i]
             p.sub_(q[..., j])  # [c, r, P]
-            phi = torch.addcmul(theta_t, p, neg_s).clamp_(min=0)
-        # float32 sums within a row block, float64 across blocks
-        total += phi.reshape(c, -1).sum(dim=-1).double()
-    return total / 2 if pairs is None else total
+            # float32 sums within a row block, float64 across blocks
+            total += torch.addcmul(theta_t, p, neg_s).clamp_(min=0).reshape(c, -1).sum(dim=-1).double()
+    return total
 
 
 def ranking_loss(a_fp: torch.Tensor, a_q: torch.Tensor, theta: float = 0.2, max_pairs: int | None = None,
