@@ -12,8 +12,10 @@ Three parts, all in one run on the same machine state:
 2. The paper setting (C = 100, up to 20 rounds) on the first ``--extrapolate-blocks`` blocks
    with ``--extrapolate-images`` images, scaled to 12 blocks and ``--target-images`` images.
    Every cost of the search is linear in the images and the blocks are alike, so the scaling
-   is linear; what it cannot know is how many alternating rounds deeper layers need (the
-   first block's layers stop after 1-2 rounds), so it is an estimate, not a measurement.
+   is linear (conservative for the defaults: the ranking term's rows are capped at 4,096,
+   so its cost stops growing with the images); what it cannot know is how many alternating
+   rounds deeper layers need (the first block's layers stop after 1-3 rounds), so it is an
+   estimate, not a measurement.
 3. ``--profile``: the functions taking most of the default run (cProfile).
 
     PYTHONPATH=. .venv/bin/python benchmarks/ranking_profile.py --threads 1
