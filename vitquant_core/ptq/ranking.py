@@ -67,9 +67,10 @@ Deviations from the paper (documented, deliberate)
   (k ≈ √(C/2), 7 at C = 100), then those within k of the best of them: ~29 evaluations
   instead of 101. On the first block of DeiT-Tiny (CIFAR, 65 tokens, W4A4, 32 images, random
   weights) both chose exactly the multipliers of the exhaustive search in all six
-  operations (6x faster together); on the micro ViT of the tests at W8A8, where the
-  objective is flat near its optimum, the coarse pass lands elsewhere (−0.02 dB), hence off
-  by default. Notebook 03 repeats the comparison on the trained model.
+  operations (6x faster together); but on the micro ViT of the tests the coarse pass missed
+  the exhaustive optimum in one of twelve layers at W8A8 and at W4A4 (the objective along
+  the weight multiplier is not unimodal there), costing 0.4–0.5 dB of output SQNR, hence
+  off by default. Notebook 03 repeats the comparison on the trained model.
 """
 from __future__ import annotations
 
@@ -125,7 +126,8 @@ class RankingAwareConfig:
     estimates it without bias at a cost proportional to the rows kept. ``coarse_to_fine``:
     evaluate every k-th grid candidate (k ≈ √(C/2)), then every candidate within k of the
     best of them, instead of all C (about 3.5x fewer evaluations at C = 100; exact when the
-    objective is unimodal along the grid, which the paper's exhaustive search does not assume).
+    objective is unimodal along the grid, which the paper's exhaustive search does not assume;
+    off by default, see the module docstring).
     """
 
     alpha: float = 0.5
