@@ -971,7 +971,9 @@ def ranking_aware_quantize(model: nn.Module, config: QuantConfig, calib_data: It
         src_prefix = _Prefix(source, container, batches, device) if container is not None else None
         twin_prefix = (_Prefix(twin, container, batches, device)  # type: ignore[arg-type]
                        if container is not None and model_reference else None)
-        for name, kind in tqdm(units, desc="ranking-aware PTQ", disable=not progress, leave=False):
+        bar = tqdm(units, desc="ranking-aware PTQ", unit="op", disable=not progress, leave=False)
+        for name, kind in bar:
+            bar.set_postfix_str(name, refresh=False)  # which operation the (long) search is on
             t1 = time.perf_counter()
             if (kind == "matmul_qk" and not rq.searches) or (kind == "matmul_av" and not rq.similarity):
                 # nothing to refine there (bias correction concerns linear layers only): skip the pass
