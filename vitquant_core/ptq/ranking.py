@@ -45,7 +45,10 @@ independently of the others). In a check on small random-init timm ViTs (6 seeds
 W4A4, 16 calibration images) the default was the only variant never below min-max PTQ in
 output SQNR on the calibration inputs (mean gain +0.6 dB at W8A8, +4.1 dB at W4A4; on held-out
 inputs +0.1 and +3.9 dB, single seeds down to −0.6 dB at W8A8); the others are kept for the
-ablation.
+ablation. Each layer's inputs are computed from activations stored at the boundary of its
+block (``incremental=True``): the block boundaries advance one block at a time as the layers
+are refined in forward order, which gives the values of a forward pass from the network
+input at the cost of one block per layer instead of a growing prefix of the network.
 
 Deviations from the paper (documented, deliberate)
 ---------------------------------------------------
