@@ -85,6 +85,7 @@ def score_maps(seed=0, shape=(2, 3, 5, 7)):
     dict(alpha=0.0), dict(alpha=1.3, beta=1.2), dict(n_candidates=1), dict(n_candidates=10.0),
     dict(max_rounds=0), dict(gamma=-0.1), dict(theta=-1.0), dict(similarity=1), dict(max_pairs=0),
     dict(inputs="fp"), dict(reference="net"), dict(alpha=float("nan")), dict(seed=1.5), dict(chunk_bytes=0),
+    dict(max_rows=0), dict(coarse_to_fine=1), dict(incremental=None),
 ])
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises((ValueError, TypeError)):
@@ -410,3 +411,102 @@ def test_ablation_switches(runs, kwargs, searched):
         assert ("bias_correction" in row) == (rq.bias_correction and row["kind"] == "linear")
     with torch.no_grad():
         assert math.isfinite(sqnr(model(x), q(x)))
+
+
+# ----------------------------------------------------------------------------- speed paths
+def test_incremental_capture_gives_the_inputs_of_a_full_forward_pass():
+    """Block-boundary activations advanced block by block: every layer sees exactly the inputs a
+    forward pass from the network input gives, on the float and on the quantized model."""
+    from vitquant_core.ptq.ranking import _block_container, _capture, _discover, _Prefix
+
+    model = micro_vit(3)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    batches = [x[:4], x[4:]]
+    q = quantize(model, QuantConfig.uniform(4, 4), batches, progress=False)
+    units = _discover(q, x[:1])
+    assert _block_container(q, [n for n, _ in units]) == "blocks"
+    prefix = _Prefix(q, "blocks", batches, torch.device("cpu"))
+    for name, kind in units:
+        old = _capture(q, name, kind, batches, torch.device("cpu"))
+        new = _capture(q, name, kind, batches, torch.device("cpu"), prefix)
+        assert len(old) == len(new)
+        for a, b in zip(old, new):
+            assert torch.equal(a, b), name
+    assert prefix.block == 1  # advanced once, to the last block
+
+
+def test_incremental_capture_changes_nothing_end_to_end(runs):
+    model, calib = runs["model"], runs["calib"]
+    rq = dict(n_candidates=10, max_rounds=3)
+    a = ranking_aware_quantize(model, QuantConfig.uniform(4, 4), calib, RankingAwareConfig(**rq), progress=False)
+    b = ranking_aware_quantize(model, QuantConfig.uniform(4, 4), calib,
+                               RankingAwareConfig(incremental=False, **rq), progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_ranking_sums_on_every_pair_listed_equals_the_dense_form():
+    a, a_q = score_maps(5, (2, 3, 6, 11))
+    f, q = a.reshape(-1, 11), torch.stack([a_q, 0.5 * a_q, a]).reshape(3, -1, 11)
+    pairs = torch.triu_indices(11, 11, offset=1)
+    dense = _ranking_sums(f, q, 0.2)
+    listed = _ranking_sums(f, q, 0.2, (pairs[0], pairs[1]), budget=64)
+    torch.testing.assert_close(dense, listed, rtol=1e-6, atol=1e-6)
+
+
+def test_pearson_counts_a_constant_output_as_uncorrelated():
+    o = torch.randn(2, 4, 9, generator=torch.Generator().manual_seed(0))
+    for k in (0.0, 0.37, -7.77, 123.4):
+        assert float(pearson_similarity(o, torch.full_like(o, k))) == 0.0
+
+
+def test_coarse_to_fine_finds_the_optimum_of_a_unimodal_objective():
+    from vitquant_core.ptq.ranking import _Operand, _Unit
+
+    assert RankingAwareConfig().coarse_step() == 1  # exhaustive by default
+    rq = RankingAwareConfig(coarse_to_fine=True)
+    assert rq.coarse_step() == 7
+    evaluated = []
+
+    class Probe(_Unit):
+        def __init__(self):  # only what evaluate() uses
+            self.rq, self.grid = rq, rq.multipliers().float()
+
+        def _evaluate_at(self, k, idx, which):
+            evaluated.extend(which.tolist())
+            return -(self.grid[which].double() - 0.83) ** 2  # peak between grid points
+
+    obj = Probe().evaluate(0, [50, 50])
+    best = int(torch.argmax(obj))
+    assert best == int(torch.argmin((rq.multipliers() - 0.83).abs()))  # the exhaustive answer
+    assert len(evaluated) == len(set(evaluated)) < 35  # each candidate at most once, ~29 of 101
+
+
+def test_row_subset_covering_every_row_is_the_exact_search():
+    model = micro_vit(2)
+    xs = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    cfg = QuantConfig.uniform(4, 4)
+    rows = 4 * 2 * 17  # images x heads x queries: 136 score rows
+    a = ranking_aware_quantize(model, cfg, [xs], RankingAwareConfig(n_candidates=10, max_rounds=2, max_rows=None,
+                                                                   coarse_to_fine=False), progress=False)
+    b = ranking_aware_quantize(model, cfg, [xs], RankingAwareConfig(n_candidates=10, max_rounds=2, max_rows=rows,
+                                                                   coarse_to_fine=False), progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = ranking_aware_quantize(model, cfg, [xs], RankingAwareConfig(n_candidates=10, max_rounds=2, max_rows=40,
+                                                                   coarse_to_fine=False), progress=False)
+    qkv = {r["name"]: r for r in c.vitquant_report.layers}["blocks.0.attn.qkv"]
+    assert qkv["searched"] and qkv["objective_after"] >= qkv["objective_before"]
+
+
+def test_sampled_rows_and_coarse_search_are_deterministic_for_a_fixed_seed():
+    model = micro_vit(1)
+    xs = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    rq = RankingAwareConfig(n_candidates=30, max_rounds=3, max_rows=50, max_pairs=60, coarse_to_fine=True, seed=11)
+    runs_ = [ranking_aware_quantize(model, QuantConfig.uniform(4, 4), [xs], rq, progress=False) for _ in range(2)]
+    sa, sb = (r.state_dict() for r in runs_)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    la, lb = ([{k: v for k, v in row.items() if "seconds" not in k} for row in r.vitquant_report.layers]
+              for r in runs_)
+    assert la == lb
+    assert all(row["n_evaluations"] >= 1 for row in la if row["searched"])
