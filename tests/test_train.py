@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from vitquant_core import models as M
-from vitquant_core.train import TrainConfig, plan_epochs, random_crop_flip, train
+from vitquant_core.train import TrainConfig, epochs_that_fit, plan_epochs, random_crop_flip, train
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,13 @@ def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
     assert resumed["test_top1"] == ref["test_top1"]
 
 
+def test_epochs_that_fit():
+    # 100 s: 95 usable, minus 10 s probe and 5 s final evaluation = 80 s, 7 s epochs -> 11
+    assert epochs_that_fit(100, 10, 5, 7, max_epochs=50) == 11
+    assert epochs_that_fit(100, 10, 5, 7, max_epochs=8) == 8  # the cap
+    assert epochs_that_fit(10, 10, 5, 7, max_epochs=50) == 1  # never zero
+
+
 def test_time_budget_plans_epochs_before_the_run(tiny_cifar, tmp_path):
     cfg = TrainConfig(model="resnet20_cifar", epochs=50, batch_size=16, data_root=str(tiny_cifar))
     from vitquant_core.data import load_cifar10
@@ -95,10 +102,9 @@ def test_time_budget_plans_epochs_before_the_run(tiny_cifar, tmp_path):
     tr, te = load_cifar10("train", tiny_cifar), load_cifar10("test", tiny_cifar)
     plan = plan_epochs(cfg, 1e6, tr, te)
     assert plan["epochs"] == 50  # a huge budget: the cap
-    assert plan["step_seconds"] > 0 and plan["epoch_seconds"] >= plan["step_seconds"] * 5
-    tight = plan_epochs(cfg, plan["probe_seconds"] + plan["final_eval_seconds"] + 3.5 * plan["epoch_seconds"],
-                        tr, te)
-    assert 1 <= tight["epochs"] <= 4  # what fits, give or take timing noise
+    # the measured parts (timings, so only their signs and relations are checked)
+    assert plan["step_seconds"] > 0 and plan["final_eval_seconds"] > 0
+    assert plan["epoch_seconds"] >= plan["step_seconds"] * (len(tr) // 16)
     assert plan_epochs(cfg, 1e-3, tr, te)["epochs"] == 1  # never zero
 
     card = train(TrainConfig(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar),

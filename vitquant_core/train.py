@@ -285,6 +285,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def epochs_that_fit(budget_s: float, probe_s: float, final_eval_s: float, epoch_s: float,
+                    max_epochs: int) -> int:
+    """Whole epochs left in the budget after the probe and the final evaluation (at least 1)."""
+    # 5% of the budget is kept back for what the probe cannot see (saving, a slower epoch)
+    left = budget_s * 0.95 - probe_s - final_eval_s
+    return int(max(1, min(max_epochs, left // epoch_s)))
+
+
 def plan_epochs(cfg: TrainConfig, budget_s: float, train_split: ImageSplit, test_split: ImageSplit,
                 warmup_steps: int = 5, timed_steps: int = 20) -> dict[str, Any]:
     """How many epochs of ``cfg`` fit in ``budget_s`` seconds, measured on this machine.
@@ -326,9 +334,7 @@ def plan_epochs(cfg: TrainConfig, budget_s: float, train_split: ImageSplit, test
     epoch_s = step_s * (len(train_split) // cfg.batch_size if not cfg.max_steps else
                         min(cfg.max_steps, len(train_split) // cfg.batch_size)) + startup_s + eval_s / cfg.eval_every
     probe_s = time.time() - t0
-    # 5% of the budget is kept back for what the probe cannot see (saving, a slower epoch)
-    left = budget_s * 0.95 - probe_s - final_eval_s
-    epochs = int(max(1, min(cfg.epochs, left // epoch_s)))
+    epochs = epochs_that_fit(budget_s, probe_s, final_eval_s, epoch_s, cfg.epochs)
     return {"epochs": epochs, "step_seconds": step_s, "epoch_seconds": epoch_s, "loader_start_seconds": startup_s,
             "final_eval_seconds": final_eval_s, "probe_seconds": probe_s, "budget_seconds": budget_s}
 
