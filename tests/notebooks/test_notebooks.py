@@ -95,3 +95,9 @@ def test_03_ranking_aware_runs_on_a_tiny_setting(results_dir, tmp_path):
         assert row["w_bits"] == 4 and row["a_bits"] == 4 and row["calib_seconds"] > 0
         assert -1.0 <= row["kendall_tau"] <= 1.0 and row["ranking_loss"] >= 0.0
     assert {r["layer"] for r in doc["attention_order"]} == {f"blocks.{i}.attn" for i in range(12)}
+    # the paired test against standard PTQ, and the exhaustive-search check, are written too
+    vs = doc["rows"][2]["vs_standard"]
+    assert 0.0 <= vs["mcnemar_p"] <= 1.0 and vs["ci95"][0] <= vs["difference"] <= vs["ci95"][1]
+    used, exhaustive = doc["search_check"]
+    assert exhaustive["same multipliers as exhaustive"] == "72/72"
+    assert used["top-1"] == doc["rows"][2]["top1"]
