@@ -5,7 +5,7 @@
 #   make test [PYTEST_ARGS="-k quant -x"]
 #   make book [PROFILE=full] [RESULTS=results]     the published book (slow)
 #   make book-quick                                 the same with the CI-sized profile
-#       (each notebook reruns only when it, the library or a checkpoint changed; after
+#       (each notebook reruns only when it, the library or its model's checkpoint changed; after
 #       changing PAPERMILL_ARGS, `make clean` first)
 #   make data [SHARED=../shared]                    unpack CIFAR-10 into .cache/data
 #   make lab                                        JupyterLab in the project's venv
@@ -70,7 +70,7 @@ test: venv data
 	$(VPY) -m pytest -q tests $(PYTEST_ARGS)
 
 # Each notebook is executed into $(EXECUTED) (one folder per profile) and re-executed only when
-# it, the library, a checkpoint or the pins changed since: `make book` after editing one
+# it, the library, its model's checkpoint or the pins changed since: `make book` after editing one
 # notebook reruns that one (the ranking-aware ablation is over an hour on 2 CPU cores). A
 # notebook that reads an earlier one's results depends on it below. papermill writes to a
 # temporary file, so a failed run leaves no executed notebook behind (the .running file shows
@@ -78,9 +78,16 @@ test: venv data
 # kernelspec runs the Python that launched papermill, i.e. $(VPY).
 EXECUTED := build/executed/$(PROFILE)
 EXECUTED_NOTEBOOKS := $(addprefix $(EXECUTED)/,$(notdir $(NOTEBOOKS)))
-NOTEBOOK_INPUTS := $(shell find vitquant_core -name '*.py') $(wildcard checkpoints/*.safetensors checkpoints/*.json checkpoints/*.jsonl) requirements.txt
+NOTEBOOK_INPUTS := $(shell find vitquant_core -name '*.py') requirements.txt
+# A notebook depends on the checkpoint of the model its parameters cell names (`model = "..."`),
+# so retraining ResNet-20 does not rerun the DeiT notebook; 00 shows every card, so it
+# depends on them all.
+ALL_CHECKPOINTS := $(wildcard checkpoints/*.safetensors checkpoints/*.json checkpoints/*.jsonl)
+notebook_model = $(shell sed -n 's/^ *"model = \\"\([A-Za-z0-9_.-]*\)\\".*/\1/p' notebooks/$(1).ipynb | head -n 1)
+notebook_checkpoints = $(if $(filter 00_%,$(1)),$(ALL_CHECKPOINTS),$(filter checkpoints/$(call notebook_model,$(1)).%,$(ALL_CHECKPOINTS)))
 
-$(EXECUTED)/%.ipynb: notebooks/%.ipynb $(NOTEBOOK_INPUTS) | venv data
+.SECONDEXPANSION:
+$(EXECUTED)/%.ipynb: notebooks/%.ipynb $(NOTEBOOK_INPUTS) $$(call notebook_checkpoints,$$*) | venv data
 	mkdir -p $(EXECUTED) $(RESULTS)
 	$(VENV)/bin/papermill $< $(EXECUTED)/$*.running.ipynb -k python3 --cwd notebooks \
 	  -p profile "$(PROFILE)" -p results_dir "$(abspath $(RESULTS))" $(PAPERMILL_ARGS)

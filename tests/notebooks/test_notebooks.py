@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import papermill as pm
@@ -101,3 +102,21 @@ def test_03_ranking_aware_runs_on_a_tiny_setting(results_dir, tmp_path):
     used, exhaustive = doc["search_check"]
     assert exhaustive["same multipliers as exhaustive"] == "72/72"
     assert used["top-1"] == doc["rows"][2]["top1"]
+
+
+def _notebook_checkpoints(name: str) -> set[str]:
+    """The checkpoint files `make book` re-executes notebook ``name`` for."""
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "--eval",
+                          f"show-deps: ; @echo $(call notebook_checkpoints,{name})", "show-deps"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_book_reruns_a_notebook_only_for_its_own_models_checkpoint():
+    """Retraining ResNet-20 must not re-execute the DeiT notebook (over an hour), and vice versa."""
+    files = lambda m: {f"checkpoints/{m}.{ext}" for ext in ("safetensors", "json", "train.jsonl")}  # noqa: E731
+    assert _notebook_checkpoints("01_baseline") == files("resnet20_cifar")
+    assert _notebook_checkpoints("03_ranking_aware") == files("deit_tiny_cifar")
+    # 00 shows every card
+    assert _notebook_checkpoints("00_reference_models") == set().union(
+        *(files(m) for m in ("resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar")))
