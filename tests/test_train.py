@@ -49,6 +49,8 @@ def test_train_cnn_writes_card_and_resumes_identically(tiny_cifar, tmp_path):
     assert 0.0 <= full["test_top1"] <= 100.0
     log = (tmp_path / "a.train.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in log] == [1, 2]
+    # the time spent waiting for batches is part of the epoch, and not nothing (crop + flip run there)
+    assert all(0.0 < json.loads(r)["data_wait_seconds"] < json.loads(r)["seconds"] for r in log)
 
     # a resume state left by a run of another length is refused, not silently mixed in
     part = tmp_path / "b.safetensors"

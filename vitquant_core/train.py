@@ -21,6 +21,10 @@ epoch's data order and augmentation draw from a generator seeded by (seed, epoch
 resumed run sees the same data as an uninterrupted one. GPU kernels are not bitwise
 deterministic (cuDNN autotuning is on), so a GPU rerun matches to within noise.
 
+Each epoch's line in ``<checkpoint>.train.jsonl`` records, besides loss and top-1, the
+seconds spent waiting for batches (``data_wait_seconds``): close to the epoch's seconds, the
+batch pipeline bounds the run; close to zero, the training step does.
+
 Run ``python -m vitquant_core.train --help``.
 """
 from __future__ import annotations
@@ -280,6 +284,23 @@ class _Trainer:
         return loss.detach(), (logits.argmax(1) == y).sum()
 
 
+def _timed(batches: Iterator[Any], clock: list[float]) -> Iterator[Any]:
+    """Yield from ``batches``, adding the seconds spent waiting for each item to ``clock[0]``.
+
+    The wait is what the training step cannot hide: on a GPU, where steps run asynchronously,
+    a large share means the batch pipeline (loader workers, augmentation) bounds the epoch.
+    """
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        clock[0] += time.perf_counter() - t
+        yield item
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -404,7 +425,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         loss_sum = torch.zeros((), device=cfg.device)
         correct = torch.zeros((), dtype=torch.long, device=cfg.device)
         seen = 0
-        bar = tqdm(tr.batches(epoch), total=tr.steps_per_epoch, desc=f"{cfg.model} epoch {epoch + 1}/{epochs}",
+        data_wait = [0.0]
+        bar = tqdm(_timed(tr.batches(epoch), data_wait), total=tr.steps_per_epoch, desc=f"{cfg.model} epoch {epoch + 1}/{epochs}",
                    leave=False, mininterval=2.0)
         for step, (xb, y) in enumerate(bar):
             loss, n_correct = tr.step(xb, y)
@@ -421,7 +443,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"loss became {mean_loss} in epoch {epoch + 1}: lower the learning rate")
         rec = {"epoch": epoch + 1, "train_loss": mean_loss, "train_top1": 100 * correct.item() / seen,
-               "lr": tr.sched.get_last_lr()[0], "seconds": time.time() - t0}
+               "lr": tr.sched.get_last_lr()[0], "seconds": time.time() - t0,
+               "data_wait_seconds": round(data_wait[0], 3)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
             rec["test_top1"] = _test_top1(model, test_split, cfg.device, tr.bf16)
         history.append(rec)
