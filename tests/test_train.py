@@ -1,4 +1,4 @@
-"""Training: augmentation, epoch planning by time budget, resume, checkpoint storage.
+"""Training: the ViT and CNN pipelines, epoch planning by time budget, resume, checkpoint storage.
 
 Runs on a tiny CIFAR-shaped ImageFolder (a few PNGs per class), so every case trains for
 real in seconds; the full-length runs are the shipped checkpoints themselves.
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from vitquant_core import models as M
-from vitquant_core.train import TrainConfig, epochs_that_fit, plan_epochs, random_crop_flip, train
+from vitquant_core.train import TrainConfig, epochs_that_fit, plan_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +29,6 @@ def tiny_cifar(tmp_path_factory):
                 img = rng.integers(0, 60, (32, 32, 3)) + 19 * c
                 Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
     return root
-
-
-def test_random_crop_flip_is_a_shifted_window_and_seeded():
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).view(2, 3, 8, 8).to(torch.uint8)
-    a = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
-    b = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
-    assert torch.equal(a, b) and a.shape == x.shape
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    for i in range(2):  # every output is one window of the padded image, possibly mirrored
-        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
-        assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(2)) for w in windows)
 
 
 def test_train_cnn_writes_card_and_resumes_identically(tiny_cifar, tmp_path):
@@ -122,8 +111,9 @@ def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypa
     out = tmp_path / "deit.safetensors"
     card = train(TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar),
                              teacher="resnet20_cifar", teacher_checkpoint=str(teacher), workers=2,
-                             store_dtype="float16", out=str(out)))
+                             vit_augment="per-image", store_dtype="float16", out=str(out)))
     assert card["builder_kwargs"] == {"distilled": True}
+    assert "torchvision, per image" in card["recipe"]["augmentation"]
     assert card["weights_stored_as"].startswith("float16")
     from safetensors.torch import load_file
 
@@ -142,7 +132,34 @@ def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypa
     assert half < 0.6 * full
 
 
+def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path):
+    from vitquant_core.augment import random_crop_flip, trivial_augment_wide
+    from vitquant_core.data import load_cifar10
+    from vitquant_core.train import _Trainer, _epoch_generator
+
+    cfg = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar))
+    assert cfg.vit_augment == "batched"
+    split = load_cifar10("train", tiny_cifar)
+    tr = _Trainer(cfg, 1, split)
+    x, y = next(tr.batches(0))
+    # the batch is the seeded crop/flip then TrivialAugment of the epoch's first indices
+    g = _epoch_generator(cfg.seed, 0)
+    idx = torch.randperm(len(split), generator=g)[:16]
+    expected = trivial_augment_wide(random_crop_flip(split.images[idx], g), g)
+    assert torch.equal(x, expected) and torch.equal(y, split.labels[idx])
+    card = train(TrainConfig(**(vars(cfg) | {"out": str(tmp_path / "d.safetensors")})))
+    assert "batched, one draw per image" in card["recipe"]["augmentation"]
+    assert card["recipe"]["vit_augment"] == "batched"
+    assert TrainConfig.from_card(card).vit_augment == "batched"
+    # a card written before the batched pipeline existed is reproduced with torchvision's
+    legacy = card | {"recipe": {k: v for k, v in card["recipe"].items() if k != "vit_augment"}
+                     | {"augmentation": "random crop (pad 4) + flip + TrivialAugmentWide + mixup/cutmix"}}
+    assert TrainConfig.from_card(legacy).vit_augment == "per-image"
+
+
 def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="vit_augment"):
+        TrainConfig(vit_augment="gpu")
     with pytest.raises(ValueError, match="registered CIFAR model"):
         TrainConfig(model="resnet1000")
     with pytest.raises(ValueError, match="store_dtype"):

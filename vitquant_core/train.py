@@ -10,9 +10,11 @@ Recipes are the well-known ones for each family:
 
 Decoded images live in one uint8 tensor (decoding JPEGs is the bottleneck otherwise);
 bf16 autocast is used where the device supports it; a resumable state is written every
-epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``), where
-crop and flip run on the device and the ViT's per-image augmentation runs in DataLoader
-workers (``workers``).
+epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``). The
+augmentation runs batched where the model runs (:mod:`vitquant_core.augment`): crop and
+flip for the CNNs, and for the ViT also TrivialAugment with one draw per image. The ViT's
+``vit_augment="per-image"`` keeps torchvision's own ``TrivialAugmentWide``, one image at a
+time in DataLoader workers (``workers``), the pipeline the shipped DeiT-Tiny was trained with.
 
 ``time_budget`` sizes a run to a wall-clock budget: a short probe on a throwaway copy of
 the model times the training step, the number of epochs that fits is chosen *before* the
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models as M
+from .augment import random_crop_flip, trivial_augment_wide
 from .data import ImageSplit, load_cifar10
 
 
@@ -67,7 +70,8 @@ class TrainConfig:
     bf16: bool | None = None  # None: on where supported
     compile: bool = False
     threads: int | None = None
-    workers: int = 0  # DataLoader workers for the ViT's per-image augmentation (0: in-process)
+    vit_augment: str = "batched"  # ViT TrivialAugment: "batched" on the device, or "per-image" (torchvision)
+    workers: int = 0  # DataLoader workers for vit_augment="per-image" (0: in-process)
     time_budget: float | None = None  # seconds for the whole run; picks the epochs that fit
     store_dtype: str = "float32"  # "float16": conv/linear weights stored in half precision
     eval_every: int = 1
@@ -90,12 +94,16 @@ class TrainConfig:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.vit_augment not in ("batched", "per-image"):
+            raise ValueError(f"vit_augment must be 'batched' or 'per-image', got {self.vit_augment!r}")
 
     @classmethod
     def from_card(cls, card: dict[str, Any], **overrides: Any) -> "TrainConfig":
         """The config that reproduces a shipped model: its card's recipe and epochs."""
         names = {f for f in cls.__dataclass_fields__ if f != "extra"}
         cfg = {k: v for k, v in card["recipe"].items() if k in names}
+        if "vit_augment" not in card["recipe"] and "TrivialAugment" in card["recipe"].get("augmentation", ""):
+            cfg["vit_augment"] = "per-image"  # cards from before the batched pipeline
         # the card's epochs are the ones actually run (a time budget chose them)
         cfg.update(epochs=card["epochs"], time_budget=None)
         cfg.update(overrides)
@@ -110,25 +118,6 @@ def bf16_supported(device: str) -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def random_crop_flip(x: torch.Tensor, g: torch.Generator | None, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding, and a horizontal flip, per image of a uint8 batch.
-
-    The offsets are drawn on the CPU from ``g`` (the same numbers on every device), the
-    gathers run on ``x``'s device.
-    """
-    n, c, h, w = x.shape
-    dev = x.device
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
-    flip = (torch.rand(n, generator=g) < 0.5).to(dev)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    rows = (dy.view(n, 1) + torch.arange(h, device=dev).view(1, h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
-    out = padded.gather(2, rows)
-    cols = (dx.view(n, 1) + torch.arange(w, device=dev).view(1, w)).view(n, 1, 1, w).expand(n, c, h, w)
-    out = out.gather(3, cols)
-    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
 
 
 class _AugmentedImages(torch.utils.data.Dataset):
@@ -231,19 +220,22 @@ class _Trainer:
                                   label_smoothing=cfg.label_smoothing, num_classes=entry.num_classes)
             self.augment = v2.TrivialAugmentWide()
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
-        # the CNN pipeline (crop + flip) is vectorised, so it runs where the model runs
-        self.images = train_split.images if self.is_vit else train_split.images.to(self.device)
+        # the batched pipelines run where the model runs; torchvision's per-image one in workers
+        self.per_image = self.is_vit and cfg.vit_augment == "per-image"
+        self.images = train_split.images if self.per_image else train_split.images.to(self.device)
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented uint8 images and labels on the device, ``steps_per_epoch`` of them."""
         cfg = self.cfg
         g = _epoch_generator(cfg.seed, epoch)
-        if not self.is_vit:
+        if not self.per_image:
             perm = torch.randperm(len(self.split), generator=g)
             for step in range(self.steps_per_epoch):
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                yield (random_crop_flip(self.images[idx.to(self.images.device)], g),
-                       self.split.labels[idx].to(self.device, non_blocking=True))
+                x = random_crop_flip(self.images[idx.to(self.images.device)], g)
+                if self.is_vit:
+                    x = trivial_augment_wide(x, g)
+                yield x, self.split.labels[idx].to(self.device, non_blocking=True)
             return
         ds = _AugmentedImages(self.images, self.split.labels, self.augment)
         loader = torch.utils.data.DataLoader(
@@ -478,8 +470,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         | {"lr": tr.lr, "weight_decay": tr.wd,
            "optimizer": "AdamW" if tr.is_vit else "SGD nesterov momentum 0.9",
            "schedule": "warmup+cosine" if tr.is_vit else "one-cycle",
-           "augmentation": ("random crop (pad 4) + flip + TrivialAugmentWide + mixup/cutmix"
-                            if tr.is_vit else "random crop (pad 4) + flip"),
+           "augmentation": (f"random crop (pad 4) + flip + TrivialAugmentWide "
+                            f"({'torchvision, per image' if tr.per_image else 'batched, one draw per image'}) "
+                            "+ mixup/cutmix" if tr.is_vit else "random crop (pad 4) + flip"),
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
         "epochs": len(history) if stopped_early else epochs,
