@@ -79,6 +79,33 @@ def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
     assert resumed["test_top1"] == ref["test_top1"]
 
 
+def test_a_run_killed_while_saving_keeps_its_last_resume_state(tiny_cifar, tmp_path, monkeypatch):
+    import vitquant_core.train as T
+
+    out = tmp_path / "k.safetensors"
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def killed_mid_write(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second epoch's state: half written, then the process dies
+            with open(f, "wb") as fh:
+                fh.write(b"PK\x03\x04 half a file")
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(T.torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar), out=str(out)))
+    monkeypatch.setattr(T.torch, "save", real_save)
+    state = torch.load(out.with_suffix(".resume.pt"), weights_only=True)
+    assert state["epoch"] == 1  # the first epoch's state, intact
+    assert not list(tmp_path.glob("*.tmp"))
+    card = train(TrainConfig(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar), out=str(out)))
+    assert card["epochs"] == 3 and [json.loads(r)["epoch"] for r in
+                                    out.with_suffix(".train.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_epochs_that_fit():
     # 100 s: 95 usable, minus 10 s probe and 5 s final evaluation = 80 s, 7 s epochs -> 11
     assert epochs_that_fit(100, 10, 5, 7, max_epochs=50) == 11

@@ -442,10 +442,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         history.append(rec)
         print(json.dumps({"model": cfg.model} | rec), flush=True)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        torch.save({"model": model.state_dict(), "opt": tr.opt.state_dict(), "sched": tr.sched.state_dict(),
-                    "epoch": epoch + 1, "epochs": epochs, "history": json.dumps(history),
-                    "plan": json.dumps(plan)}, resume_path)
+        # written to a temporary file and renamed: a run killed while writing keeps its last state
+        _atomic_write(log_path, lambda f: f.write_text("".join(json.dumps(h) + "\n" for h in history)))
+        state = {"model": model.state_dict(), "opt": tr.opt.state_dict(), "sched": tr.sched.state_dict(),
+                 "epoch": epoch + 1, "epochs": epochs, "history": json.dumps(history), "plan": json.dumps(plan)}
+        _atomic_write(resume_path, lambda f: torch.save(state, f))
     train_seconds = time.time() - t_train
 
     model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
@@ -493,6 +494,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         resume_path.unlink()
     print(json.dumps({k: card[k] for k in ("model", "test_top1", "sha256", "size_bytes")}), flush=True)
     return card
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """``write(tmp)``, then rename ``tmp`` over ``path``: readers see the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
