@@ -125,22 +125,20 @@ def _inverse_affine(ops: torch.Tensor, mags: torch.Tensor, h: int, w: int) -> to
 
     Computed in float64 (torchvision computes them in Python floats) and returned in float32.
     """
-    n = len(ops)
-    name = [TRIVIAL_AUGMENT_OPS[i] for i in ops.tolist()]
-    zeros = torch.zeros(n, dtype=torch.float64)
-    angle, sx, sy, tx, ty, cx, cy = (zeros.clone() for _ in range(7))
-    for i, op in enumerate(name):
-        m = float(mags[i])
-        if op in ("ShearX", "ShearY"):  # sheared about the top-left corner (center=[0, 0])
-            deg = math.degrees(math.atan(m))
-            sx[i], sy[i] = (deg, 0.0) if op == "ShearX" else (0.0, deg)
-            cx[i], cy[i] = -w * 0.5, -h * 0.5
-        elif op == "TranslateX":
-            tx[i] = int(m)  # torchvision truncates the translation to whole pixels
-        elif op == "TranslateY":
-            ty[i] = int(m)
-        elif op == "Rotate":
-            angle[i] = -(m % 360)  # F.rotate turns counter-clockwise: the matrix takes -angle
+    def is_op(name: str) -> torch.Tensor:
+        return ops == TRIVIAL_AUGMENT_OPS.index(name)
+
+    zero = torch.zeros_like(mags)
+    shear = is_op("ShearX") | is_op("ShearY")
+    shear_deg = torch.rad2deg(torch.atan(mags))
+    sx = torch.where(is_op("ShearX"), shear_deg, zero)
+    sy = torch.where(is_op("ShearY"), shear_deg, zero)
+    cx = torch.where(shear, torch.full_like(mags, -w * 0.5), zero)  # sheared about the top-left corner
+    cy = torch.where(shear, torch.full_like(mags, -h * 0.5), zero)
+    tx = torch.where(is_op("TranslateX"), mags.trunc(), zero)  # whole pixels, truncated as int() does
+    ty = torch.where(is_op("TranslateY"), mags.trunc(), zero)
+    # F.rotate turns by angle % 360 counter-clockwise: its matrix takes the negative angle
+    angle = torch.where(is_op("Rotate"), -torch.remainder(mags, 360.0), zero)
     rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(sx), torch.deg2rad(sy)
     a = torch.cos(rot - sy) / torch.cos(sy)
     b = -(a * torch.tan(sx) + torch.sin(rot))
@@ -149,7 +147,7 @@ def _inverse_affine(ops: torch.Tensor, mags: torch.Tensor, h: int, w: int) -> to
     m0, m1, m3, m4 = d, -b, -c, a
     m2 = cx - m0 * (cx + tx) - m1 * (cy + ty)
     m5 = cy - m3 * (cx + tx) - m4 * (cy + ty)
-    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(n, 2, 3).float()
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3).float()
 
 
 def _affine(x: torch.Tensor, ops: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
@@ -177,7 +175,7 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
 def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     # torchvision's _blend: x * ratio + other * (1 - ratio), both factors formed in float64
     alpha = (1.0 - ratio).float()
-    return x.mul(ratio.float()).add_(other * alpha).clamp_(0, 255).to(torch.uint8)
+    return torch.addcmul(x.mul(ratio.float()), other, alpha).clamp_(0, 255).to(torch.uint8)
 
 
 def _brightness(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
