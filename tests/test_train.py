@@ -195,3 +195,46 @@ def test_bad_config_is_refused():
         TrainConfig(time_budget=0)
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar, tmp_path):
+    cfg = dict(model="resnet20_cifar", epochs=1, batch_size=16, data_root=str(tiny_cifar), seed=2)
+    a = train(TrainConfig(**cfg, out=str(tmp_path / "a.safetensors")))
+    # a vanishing learning rate leaves the weights where they started: the run began from a's
+    b = train(TrainConfig(**cfg, lr=1e-12, weight_decay=0.0, init_from=str(tmp_path / "a.safetensors"),
+                          out=str(tmp_path / "b.safetensors")))
+    wa = M.load_model("resnet20_cifar", tmp_path / "a.safetensors")[0].state_dict()
+    wb = M.load_model("resnet20_cifar", tmp_path / "b.safetensors")[0].state_dict()
+    convs = [k for k, v in wa.items() if v.ndim == 4]
+    assert convs and all(torch.allclose(wa[k], wb[k], atol=1e-9) for k in convs)
+    # whereas the same run from a fresh initialisation starts elsewhere
+    fresh = train(TrainConfig(**cfg, lr=1e-12, weight_decay=0.0, out=str(tmp_path / "f.safetensors")))
+    wf = M.load_model("resnet20_cifar", tmp_path / "f.safetensors")[0].state_dict()
+    assert not torch.allclose(wa[convs[0]], wf[convs[0]], atol=1e-3)
+    assert fresh["initialised_from"] is None and fresh["epochs_in_total"] == 1
+
+    assert b["initialised_from"] == {"file": "a.safetensors", "sha256": a["sha256"], "epochs": 1,
+                                     "test_top1": a["test_top1"]}
+    assert b["epochs"] == 1 and b["epochs_in_total"] == 2
+    assert TrainConfig.from_card(b).init_from == str(tmp_path / "a.safetensors")
+    # a chain of restarts counts every epoch behind the weights
+    c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))
+    assert c["initialised_from"]["epochs"] == 2 and c["epochs_in_total"] == 3
+
+
+def test_warm_restart_refuses_a_missing_altered_or_foreign_checkpoint(tiny_cifar, tmp_path):
+    cfg = dict(model="resnet20_cifar", epochs=1, batch_size=16, data_root=str(tiny_cifar))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        TrainConfig(**cfg, init_from=str(tmp_path / "nothing.safetensors"))
+    train(TrainConfig(**cfg, max_steps=1, out=str(tmp_path / "a.safetensors")))
+    # a checkpoint of another model is named as such, not loaded half-way
+    with pytest.raises(ValueError, match="not 'resnet18_cifar'"):
+        train(TrainConfig(**(cfg | {"model": "resnet18_cifar"}), init_from=str(tmp_path / "a.safetensors"),
+                          out=str(tmp_path / "b.safetensors")))
+    # weights that no longer match their card's SHA-256 are refused
+    raw = bytearray((tmp_path / "a.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (tmp_path / "a.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="SHA-256|sha256"):
+        train(TrainConfig(**cfg, init_from=str(tmp_path / "a.safetensors"), out=str(tmp_path / "c.safetensors")))
+    assert not (tmp_path / "b.safetensors").exists() and not (tmp_path / "c.safetensors").exists()

@@ -73,6 +73,7 @@ class TrainConfig:
     vit_augment: str = "batched"  # ViT TrivialAugment: "batched" on the device, or "per-image" (torchvision)
     workers: int = 0  # DataLoader workers for vit_augment="per-image" (0: in-process)
     time_budget: float | None = None  # seconds for the whole run; picks the epochs that fit
+    init_from: str | None = None  # checkpoint whose weights start the run (a warm restart)
     store_dtype: str = "float32"  # "float16": conv/linear weights stored in half precision
     eval_every: int = 1
     out: str | None = None  # checkpoint path; default checkpoints/<model>.safetensors
@@ -94,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise FileNotFoundError(f"init_from: no checkpoint at {self.init_from}; give the path "
+                                    "of a .safetensors file that has its .json card beside it")
         if self.vit_augment not in ("batched", "per-image"):
             raise ValueError(f"vit_augment must be 'batched' or 'per-image', got {self.vit_augment!r}")
 
@@ -184,6 +188,16 @@ class _Trainer:
                                   **self.builder_kwargs)
         else:
             model = entry.builder(num_classes=entry.num_classes)
+        self.init_card: dict[str, Any] | None = None
+        if cfg.init_from:
+            # a warm restart: the weights of an earlier run, a fresh optimiser and schedule
+            init_card = M.read_card(cfg.init_from)
+            if init_card.get("model") != cfg.model:
+                raise ValueError(f"init_from: {cfg.init_from} holds {init_card.get('model')!r}, "
+                                 f"not {cfg.model!r}: start a warm restart from a checkpoint of the same model")
+            init, info = M.load_model(cfg.model, cfg.init_from)  # SHA-256 checked against its card
+            model.load_state_dict(init.state_dict())
+            self.init_card = info["card"]
         self.model = model.to(self.device)
         if not self.is_vit:  # channels-last convolutions are ~1.4x faster on this CPU, and on GPUs
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -477,6 +491,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
         "epochs": len(history) if stopped_early else epochs,
+        "initialised_from": None if tr.init_card is None else {
+            "file": Path(cfg.init_from).name, "sha256": tr.init_card["sha256"],
+            "epochs": tr.init_card.get("epochs_in_total", tr.init_card["epochs"]),
+            "test_top1": tr.init_card["test_top1"]},
+        # with a warm restart, the epochs behind the weights: the earlier run's and this one's
+        "epochs_in_total": (len(history) if stopped_early else epochs) + (
+            0 if tr.init_card is None else tr.init_card.get("epochs_in_total", tr.init_card["epochs"])),
         "stopped_early": stopped_early,
         "time_budget_plan": plan,
         "seed": cfg.seed,
