@@ -5,6 +5,7 @@ real in seconds; the full-length runs are the shipped checkpoints themselves.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from vitquant_core import models as M
-from vitquant_core.train import TrainConfig, epochs_that_fit, plan_epochs, train
+from vitquant_core.train import TrainConfig, epochs_that_fit, parse_args, plan_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,40 @@ def test_bad_config_is_refused():
         TrainConfig(time_budget=0)
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+
+
+def test_command_line_gives_each_option_its_type_and_refuses_bad_values(capsys):
+    assert parse_args([]) == TrainConfig()
+    cfg = parse_args(["--model", "deit_tiny_cifar", "--lr", "5e-2", "--bf16", "auto", "--compile", "yes",
+                      "--max-steps", "3", "--time-budget", "60", "--teacher", "resnet18_cifar"])
+    assert (cfg.model, cfg.lr, cfg.bf16, cfg.compile, cfg.max_steps, cfg.time_budget, cfg.teacher) == (
+        "deit_tiny_cifar", 0.05, None, True, 3, 60.0, "resnet18_cifar")
+    assert type(cfg.lr) is float and type(cfg.max_steps) is int and type(cfg.time_budget) is float
+    assert parse_args(["--bf16", "False", "--compile", "0"]).bf16 is False
+    for argv, message in [(["--compile", "maybe"], "'maybe' is not true or false"),
+                          (["--bf16", "sometimes"], "'sometimes' is not true or false"),
+                          (["--epochs", "ten"], "invalid int value: 'ten'"),
+                          (["--eval-every", "0"], "eval_every must be >= 1"),
+                          (["--init-from", "nowhere.safetensors"], "no checkpoint at nowhere.safetensors")]:
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(argv)
+        assert exit_.value.code == 2  # argparse's usage error, not a traceback
+        assert message in capsys.readouterr().err
+
+
+def test_command_line_help_describes_every_option(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "500")  # one line per option, so each help text appears whole
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "extra":
+            assert f"--{f.name.replace('_', '-')}" in out and f.metadata["help"] in out
+    assert "(default: 128)" in out and "(default: resnet20_cifar)" in out
 
 
 def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar, tmp_path):
@@ -217,6 +252,12 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
                                      "test_top1": a["test_top1"]}
     assert b["epochs"] == 1 and b["epochs_in_total"] == 2
     assert TrainConfig.from_card(b).init_from == str(tmp_path / "a.safetensors")
+    # without its starting checkpoint, the card says what it started from and what to do
+    moved = b | {"recipe": b["recipe"] | {"init_from": str(tmp_path / "gone" / "a.safetensors")}}
+    with pytest.raises(FileNotFoundError, match=f"started from a.safetensors \\(1 epochs.*SHA-256 {a['sha256']}.*"
+                                                 "init_from=None \\(with epochs=2\\)"):
+        TrainConfig.from_card(moved)
+    assert TrainConfig.from_card(moved, init_from=None, epochs=2).init_from is None
     # a chain of restarts counts every epoch behind the weights
     c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))
     assert c["initialised_from"]["epochs"] == 2 and c["epochs_in_total"] == 3

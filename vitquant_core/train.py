@@ -32,11 +32,13 @@ Run ``python -m vitquant_core.train --help``.
 from __future__ import annotations
 
 import argparse
-import json
 import copy
+import dataclasses
+import json
 import math
 import platform
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,34 +53,43 @@ from .augment import random_crop_flip, trivial_augment_wide
 from .data import ImageSplit, load_cifar10
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A config field with its ``--help`` text (read by :func:`parse_args`)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    model: str = "resnet20_cifar"
-    epochs: int = 30  # with time_budget: the most epochs to plan
-    batch_size: int = 128
-    lr: float | None = None  # None: the family's default
-    weight_decay: float | None = None
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 5.0  # ViT only
-    mixup: float = 0.8  # ViT only
-    cutmix: float = 1.0  # ViT only
-    drop_path: float = 0.1  # ViT only
-    teacher: str | None = None  # registry name of a CNN teacher (DeiT hard distillation)
-    teacher_checkpoint: str | None = None
-    seed: int = 0
-    device: str = "cpu"
-    bf16: bool | None = None  # None: on where supported
-    compile: bool = False
-    threads: int | None = None
-    vit_augment: str = "batched"  # ViT TrivialAugment: "batched" on the device, or "per-image" (torchvision)
-    workers: int = 0  # DataLoader workers for vit_augment="per-image" (0: in-process)
-    time_budget: float | None = None  # seconds for the whole run; picks the epochs that fit
-    init_from: str | None = None  # checkpoint whose weights start the run (a warm restart)
-    store_dtype: str = "float32"  # "float16": conv/linear weights stored in half precision
-    eval_every: int = 1
-    out: str | None = None  # checkpoint path; default checkpoints/<model>.safetensors
-    data_root: str | None = None
-    max_steps: int | None = None  # for smoke tests: stop each epoch after this many steps
+    model: str = _opt("resnet20_cifar", "registry name of the model to train")
+    epochs: int = _opt(30, "epochs to run; with --time-budget, the most epochs to plan")
+    batch_size: int = _opt(128, "images per step")
+    lr: float | None = _opt(None, "peak learning rate (default: 0.1 x batch/128 for the CNNs' SGD, "
+                                  "5e-4 x batch/512 for the ViT's AdamW)")
+    weight_decay: float | None = _opt(None, "weight decay (default: 5e-4 for the CNNs, 0.05 for the ViT)")
+    label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy")
+    warmup_epochs: float = _opt(5.0, "linear warm-up epochs of the ViT schedule (ViT only)")
+    mixup: float = _opt(0.8, "mixup alpha, 0 turns it off (ViT only)")
+    cutmix: float = _opt(1.0, "cutmix alpha, 0 turns it off (ViT only)")
+    drop_path: float = _opt(0.1, "stochastic depth rate (ViT only)")
+    teacher: str | None = _opt(None, "registry name of a CNN teacher: DeiT hard distillation through the "
+                                     "distillation token")
+    teacher_checkpoint: str | None = _opt(None, "the teacher's checkpoint (default: its shipped one)")
+    seed: int = _opt(0, "seed of the initialisation, data order and augmentation")
+    device: str = _opt("cpu", "'cpu', 'cuda' or 'cuda:N'")
+    bf16: bool | None = _opt(None, "bf16 autocast: true, false, or auto (on where the device runs bf16 natively)")
+    compile: bool = _opt(False, "torch.compile the training step")
+    threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
+    vit_augment: str = _opt("batched", "ViT TrivialAugment: 'batched' on the device, or 'per-image' (torchvision, "
+                                       "in DataLoader workers)")
+    workers: int = _opt(0, "DataLoader workers for --vit-augment per-image (0: in-process)")
+    time_budget: float | None = _opt(None, "seconds for the whole run: a timing probe picks the epochs that fit")
+    init_from: str | None = _opt(None, "a carded checkpoint whose weights start the run (a warm restart with a "
+                                       "fresh optimiser and schedule)")
+    store_dtype: str = _opt("float32", "'float32', or 'float16' to store conv and linear weights in half precision")
+    eval_every: int = _opt(1, "evaluate on the test split every N epochs (and after the last)")
+    out: str | None = _opt(None, "checkpoint path (default: checkpoints/<model>.safetensors)")
+    data_root: str | None = _opt(None, "folder of the CIFAR-10 JPEG copy (default: the project's cache)")
+    max_steps: int | None = _opt(None, "stop each epoch after this many steps (smoke tests)")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"store_dtype must be 'float32' or 'float16', got {self.store_dtype!r}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 epoch, got {self.eval_every}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None for whole epochs), got {self.max_steps}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.init_from is not None and not Path(self.init_from).is_file():
@@ -111,6 +126,14 @@ class TrainConfig:
         # the card's epochs are the ones actually run (a time budget chose them)
         cfg.update(epochs=card["epochs"], time_budget=None)
         cfg.update(overrides)
+        start = card.get("initialised_from")
+        if cfg.get("init_from") and not Path(cfg["init_from"]).is_file() and start:
+            raise FileNotFoundError(
+                f"{card.get('file', 'this checkpoint')} is a warm restart: its run started from "
+                f"{start['file']} ({start['epochs']} epochs, {start['test_top1']} %, SHA-256 {start['sha256']}), "
+                f"which is not at {cfg['init_from']}. Pass init_from=<that checkpoint> to repeat the run, "
+                f"or init_from=None (with epochs={card.get('epochs_in_total', card['epochs'])}) to train "
+                "the recipe from scratch")
         return cls(**cfg)
 
 
@@ -476,6 +499,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     if cfg.device.startswith("cuda"):
         hardware = f"{torch.cuda.get_device_name()}, " + hardware
+    epochs_run = len(history) if stopped_early else epochs
+    # a warm restart's starting weights carry the epochs of their own run (and its ancestors')
+    epochs_before = 0 if tr.init_card is None else tr.init_card.get("epochs_in_total", tr.init_card["epochs"])
     card = {
         "model": cfg.model,
         "architecture": entry.description,
@@ -490,14 +516,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                             "+ mixup/cutmix" if tr.is_vit else "random crop (pad 4) + flip"),
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
-        "epochs": len(history) if stopped_early else epochs,
+        "epochs": epochs_run,
         "initialised_from": None if tr.init_card is None else {
             "file": Path(cfg.init_from).name, "sha256": tr.init_card["sha256"],
-            "epochs": tr.init_card.get("epochs_in_total", tr.init_card["epochs"]),
-            "test_top1": tr.init_card["test_top1"]},
+            "epochs": epochs_before, "test_top1": tr.init_card["test_top1"]},
         # with a warm restart, the epochs behind the weights: the earlier run's and this one's
-        "epochs_in_total": (len(history) if stopped_early else epochs) + (
-            0 if tr.init_card is None else tr.init_card.get("epochs_in_total", tr.init_card["epochs"])),
+        "epochs_in_total": epochs_before + epochs_run,
         "stopped_early": stopped_early,
         "time_budget_plan": plan,
         "seed": cfg.seed,
@@ -534,25 +558,43 @@ def _soft_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> to
     return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train a reference model on CIFAR-10.")
-    for f, default in asdict(TrainConfig()).items():
-        if f == "extra":
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _parse_bool_or_auto(text: str) -> bool | None:
+    return None if text.lower() == "auto" else _parse_bool(text)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of a command line: one ``--option`` per field, its help from the field."""
+    p = argparse.ArgumentParser(prog="python -m vitquant_core.train",
+                                description="Train a reference model on CIFAR-10.")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
             continue
-        kind = type(default) if default is not None else str
-        if f in ("lr", "weight_decay"):
-            kind = float
-        if f in ("max_steps", "threads"):
-            kind = int
-        if f == "time_budget":
-            kind = float
-        if isinstance(default, bool) or f == "bf16":
-            p.add_argument(f"--{f.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                           default=default)
-        else:
-            p.add_argument(f"--{f.replace('_', '-')}", type=kind, default=default)
+        # "float | None" parses as float, "bool | None" also takes "auto" for None
+        kinds = [k for k in typing.get_args(hints[f.name]) if k is not type(None)] or [hints[f.name]]
+        parse = {bool: _parse_bool_or_auto if type(None) in typing.get_args(hints[f.name]) else _parse_bool}.get(
+            kinds[0], kinds[0])
+        help = f.metadata["help"]
+        if "default" not in help and f.default is not None:
+            help += " (default: %(default)s)"
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=f.default, help=help)
     args = p.parse_args(argv)
-    train(TrainConfig(**vars(args)))
+    try:
+        return TrainConfig(**vars(args))
+    except (ValueError, FileNotFoundError) as e:  # a bad value: a usage error, not a traceback
+        p.error(str(e))
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(argv))
 
 
 if __name__ == "__main__":

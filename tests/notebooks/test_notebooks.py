@@ -49,6 +49,7 @@ def test_00_reference_models(results_dir, tmp_path):
         card = M.read_card(M.get_entry(name).default_checkpoint)
         assert row["top1"] == card["test_top1"] and row["checkpoint_sha256"] == card["sha256"]
         assert row["n_eval"] == 100 and 0.0 <= row["top1_reevaluated"] <= 100.0
+        assert row["epochs_in_total"] == card.get("epochs_in_total", card["epochs"]) >= row["epochs"]
 
 
 def test_01_baseline(results_dir, tmp_path):
