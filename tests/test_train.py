@@ -107,6 +107,30 @@ def test_a_run_killed_while_saving_keeps_its_last_resume_state(tiny_cifar, tmp_p
                                     out.with_suffix(".train.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+def test_time_budget_probe_is_not_thrown_by_one_stalled_step(tiny_cifar, monkeypatch):
+    """A single step stalled (a late recompilation, a busy core) must not stretch every planned epoch."""
+    import time
+
+    import vitquant_core.train as T
+    from vitquant_core.data import load_cifar10
+
+    real_step, calls, stall_s = T._Trainer.step, [], 4.0
+
+    def step(self, xb, y):
+        calls.append(1)
+        if len(calls) == 10:  # one of the 20 timed steps (after 5 untimed warm-up steps)
+            time.sleep(stall_s)
+        return real_step(self, xb, y)
+
+    monkeypatch.setattr(T._Trainer, "step", step)
+    tr, te = load_cifar10("train", tiny_cifar), load_cifar10("test", tiny_cifar)
+    cfg = TrainConfig(model="resnet20_cifar", epochs=50, batch_size=2, data_root=str(tiny_cifar))
+    plan = plan_epochs(cfg, 1e6, tr, te)
+    assert len(calls) == 25  # 40 steps to an epoch: 5 warm-up + 20 timed
+    # a mean over the 20 timed steps would be at least stall_s / 20 = 0.2 s
+    assert plan["step_seconds"] < stall_s / 20
+
+
 def test_epochs_that_fit():
     # 100 s: 95 usable, minus 10 s probe and 5 s final evaluation = 80 s, 7 s epochs -> 11
     assert epochs_that_fit(100, 10, 5, 7, max_epochs=50) == 11

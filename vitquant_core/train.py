@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import platform
+import statistics
 import time
 import typing
 from dataclasses import asdict, dataclass, field
@@ -356,17 +357,20 @@ def plan_epochs(cfg: TrainConfig, budget_s: float, train_split: ImageSplit, test
     batches = probe.batches(epoch=10**6)  # a stream of its own, unused by the run
     n = min(warmup_steps + timed_steps, probe.steps_per_epoch)
     warmup_steps = min(warmup_steps, max(0, n - 1))
-    t_steps = None
     t_first = time.time()
     first = next(batches)  # an epoch's fixed cost: starting the loader's workers
     startup_s = time.time() - t_first
+    step_times = []
     for i in range(n):
-        if i == warmup_steps:
-            _sync(cfg.device)
-            t_steps = time.time()
+        _sync(cfg.device)
+        t_step = time.time()
         probe.step(*(first if i == 0 else next(batches)))
-    _sync(cfg.device)
-    step_s = (time.time() - t_steps) / (n - warmup_steps)
+        _sync(cfg.device)
+        if i >= warmup_steps:
+            step_times.append(time.time() - t_step)
+    # the median, not the mean: one step slowed by a late recompilation or a busy core
+    # would otherwise stretch every planned epoch and shorten the run
+    step_s = statistics.median(step_times)
     # one untimed batch first: cuDNN autotunes each new batch shape, once
     _test_top1(probe.model, test_split, cfg.device, probe.bf16, n=500)
     _sync(cfg.device)
