@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vitquant_core.data import ImageSplit
+from vitquant_core.models import CIFAR10_MEAN, CIFAR10_STD
 from vitquant_core.train import TrainConfig, _Trainer, _sync, bf16_supported
 
 
@@ -29,7 +30,7 @@ def synthetic_split(n: int, seed: int = 0) -> ImageSplit:
     return ImageSplit(dataset="cifar10", split="train", root=Path("."), classes=tuple(str(i) for i in range(10)),
                       labels=torch.randint(0, 10, (n,), generator=g),
                       images=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                      mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+                      mean=CIFAR10_MEAN, std=CIFAR10_STD)
 
 
 def main() -> None:
