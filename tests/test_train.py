@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -165,6 +166,10 @@ def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypa
                              teacher="resnet20_cifar", teacher_checkpoint=str(teacher), workers=2,
                              vit_augment="per-image", store_dtype="float16", out=str(out)))
     assert card["builder_kwargs"] == {"distilled": True}
+    # the teacher is recorded by hash, as the file it was read from
+    teacher_card = M.read_card(teacher)
+    assert card["teacher"] == {"model": "resnet20_cifar", "file": "teacher.safetensors",
+                               "sha256": teacher_card["sha256"], "test_top1": teacher_card["test_top1"]}
     assert "torchvision, per image" in card["recipe"]["augmentation"]
     assert card["weights_stored_as"].startswith("float16")
     from safetensors.torch import load_file
@@ -207,6 +212,26 @@ def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path
     legacy = card | {"recipe": {k: v for k, v in card["recipe"].items() if k != "vit_augment"}
                      | {"augmentation": "random crop (pad 4) + flip + TrivialAugmentWide + mixup/cutmix"}}
     assert TrainConfig.from_card(legacy).vit_augment == "per-image"
+
+
+def test_from_card_warns_when_the_default_teacher_is_not_the_one_distilled_from():
+    shipped = M.read_card(M.get_entry("resnet18_cifar").default_checkpoint)
+    recipe = {"model": "deit_tiny_cifar", "teacher": "resnet18_cifar", "teacher_checkpoint": None}
+    same = {"file": "deit.safetensors", "epochs": 1, "recipe": recipe,
+            "teacher": {"model": "resnet18_cifar", "file": "resnet18_cifar.safetensors",
+                        "sha256": shipped["sha256"], "test_top1": shipped["test_top1"]}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TrainConfig.from_card(same).teacher == "resnet18_cifar"
+        # cards written before teachers were recorded, and runs without a teacher, say nothing
+        TrainConfig.from_card({k: v for k, v in same.items() if k != "teacher"})
+    other = same | {"teacher": same["teacher"] | {"sha256": "0" * 64, "test_top1": 80.0}}
+    with pytest.warns(UserWarning, match=r"distilled from resnet18_cifar.safetensors \(80.0 %.*teacher_checkpoint"):
+        cfg = TrainConfig.from_card(other)
+    assert cfg.teacher_checkpoint is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit teacher checkpoint is the user's choice
+        TrainConfig.from_card(other, teacher_checkpoint="runs/old_teacher.safetensors")
 
 
 def test_bad_config_is_refused():

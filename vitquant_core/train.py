@@ -40,6 +40,7 @@ import platform
 import statistics
 import time
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -135,6 +136,18 @@ class TrainConfig:
                 f"which is not at {cfg['init_from']}. Pass init_from=<that checkpoint> to repeat the run, "
                 f"or init_from=None (with epochs={card.get('epochs_in_total', card['epochs'])}) to train "
                 "the recipe from scratch")
+        teacher = card.get("teacher")
+        entry = M.get_entry(cfg.get("teacher") or "")
+        if teacher and entry is not None and not cfg.get("teacher_checkpoint"):
+            default = entry.default_checkpoint
+            now = M.read_card(default)["sha256"] if M.card_path(default).exists() else None
+            if now != teacher["sha256"]:
+                warnings.warn(
+                    f"{card.get('file', 'this checkpoint')} was distilled from {teacher['file']} "
+                    f"({teacher['test_top1']} %, SHA-256 {teacher['sha256']}), but the default {cfg['teacher']} "
+                    f"checkpoint is now {default} (SHA-256 {now}): the run will distil from that one. Pass "
+                    "teacher_checkpoint=<the earlier file> (git history holds it) to repeat the card's run",
+                    stacklevel=2)
         return cls(**cfg)
 
 
@@ -226,9 +239,12 @@ class _Trainer:
         if not self.is_vit:  # channels-last convolutions are ~1.4x faster on this CPU, and on GPUs
             self.model = self.model.to(memory_format=torch.channels_last)
         self.teacher = None
+        self.teacher_info: dict[str, Any] | None = None
         if cfg.teacher:
-            teacher, _ = M.load_model(cfg.teacher, cfg.teacher_checkpoint)
+            teacher, info = M.load_model(cfg.teacher, cfg.teacher_checkpoint)
             self.teacher = teacher.to(self.device, memory_format=torch.channels_last).eval()
+            self.teacher_info = {"model": cfg.teacher, "file": Path(info["checkpoint"]).name,
+                                 "sha256": info["checkpoint_sha256"], "test_top1": info["card"].get("test_top1")}
 
         bs = cfg.batch_size
         self.lr = cfg.lr if cfg.lr is not None else (5e-4 * bs / 512 if self.is_vit else 0.1 * bs / 128)
@@ -521,6 +537,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
         "epochs": epochs_run,
+        # the teacher by hash: retraining later distils from whatever checkpoint is then the default
+        "teacher": tr.teacher_info,
         "initialised_from": None if tr.init_card is None else {
             "file": Path(cfg.init_from).name, "sha256": tr.init_card["sha256"],
             "epochs": epochs_before, "test_top1": tr.init_card["test_top1"]},
