@@ -57,7 +57,6 @@ def test_cifar10_jpeg_copy(cifar_root):
     assert test.describe()["copy"].startswith("cifar10-jpeg")
 
 
-
 def test_cifar10_jpeg_copy_is_chroma_subsampled(cifar_root):
     """The book says the copy stores colour at half resolution (JPEG 4:2:0), train and test alike."""
     from PIL import Image, JpegImagePlugin
@@ -66,6 +65,7 @@ def test_cifar10_jpeg_copy_is_chroma_subsampled(cifar_root):
         files = sorted((cifar_root / split).glob("*/*.jpg"))[::1000]
         assert files, f"no JPEG files under {cifar_root / split}"
         assert {JpegImagePlugin.get_sampling(Image.open(f)) for f in files} == {2}  # 2 = 4:2:0
+
 
 def test_calibration_batches(cifar_root):
     test = load_cifar10("test", cifar_root)
