@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from vitquant_core.train import bf16_supported
 
@@ -44,3 +46,87 @@ def test_synthetic_split_is_cifar_shaped():
     split = load_benchmark("train_step").synthetic_split(16)
     assert split.images.shape == (16, 3, 32, 32) and split.images.dtype.is_floating_point is False
     assert len(split) == 16 and int(split.labels.max()) < 10
+
+
+def test_data_copy_probe_whitening_layer_whitens_patches():
+    probe = load_benchmark("data_copy_probe")
+    g = torch.Generator().manual_seed(0)
+    # correlated channels and neighbouring pixels, as in images
+    x = torch.randn(64, 1, 16, 16, generator=g).repeat(1, 3, 1, 1) + 0.3 * torch.randn(64, 3, 16, 16, generator=g)
+    x = x + 0.8 * x.roll(1, dims=-1)
+    net = probe.build_net()
+    probe.init_whitening(net[0], x, eps=0.0)
+    with torch.no_grad():
+        z = torch.nn.functional.conv2d(x, net[0].weight[:12])  # the 12 eigen-filters, without their negatives
+    z = z.permute(1, 0, 2, 3).reshape(12, -1)
+    cov = z @ z.T / z.shape[1]
+    assert torch.allclose(cov, torch.eye(12), atol=1e-3)
+    assert torch.equal(net[0].weight[12:], -net[0].weight[:12]) and not net[0].weight.requires_grad
+
+
+def test_data_copy_probe_schedule_and_decoupled_hyperparameters():
+    probe = load_benchmark("data_copy_probe")
+    total = 100
+    lrs = [probe._triangle(s, total) for s in range(total + 1)]
+    assert lrs[0] == pytest.approx(0.2) and lrs[23] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.07)
+    assert max(lrs) == lrs[23]
+    opt = probe.optimizer(probe.build_net(), batch_size=1024)
+    bn, rest = opt.param_groups
+    scale = 1024 * (1 + 1 / 0.15)
+    # the decay applied per step (lr x weight_decay) is the paper's 0.0153 per 1024 examples, in both groups
+    for group in (bn, rest):
+        assert group["lr"] * group["weight_decay"] == pytest.approx(0.0153 * 1024 / scale)
+    assert rest["lr"] == pytest.approx(11.5 / scale) and bn["lr"] == pytest.approx(64 * rest["lr"])
+    assert all(p.dim() == 1 for p in bn["params"]) and len(bn["params"]) == 6  # BN shifts only
+
+
+def test_data_copy_probe_augmentation_flips_alternately_and_translates_within_two_pixels():
+    probe = load_benchmark("data_copy_probe")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    preflip = torch.tensor([True, False] * 4)
+    shifted = probe._translate(x, 2, g)
+    padded = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")
+    for i in range(8):
+        assert any(torch.equal(shifted[i], padded[i, :, sy:sy + 32, sx:sx + 32]) for sy in range(5) for sx in range(5))
+    y = torch.arange(8)  # labels name the source image
+
+    def mirrored(xb: torch.Tensor, yb: torch.Tensor) -> list[bool]:
+        """Whether each output is a shift of its source image mirrored (True) or as is (False)."""
+        out = []
+        for img, i in zip(xb, yb.tolist()):
+            for flip in (False, True):
+                src = torch.nn.functional.pad(x[i].flip(-1) if flip else x[i], (2,) * 4, mode="reflect")
+                if any(torch.equal(img, src[:, sy:sy + 32, sx:sx + 32]) for sy in range(5) for sx in range(5)):
+                    out.append(flip)
+        assert len(out) == len(yb)
+        return out
+
+    for epoch in (0, 1, 2, 3):
+        (xb, yb), = probe.train_batches(x, y, epoch, 8, g, preflip)
+        assert sorted(yb.tolist()) == list(range(8))
+        assert mirrored(xb, yb) == [bool(preflip[i]) ^ bool(epoch % 2) for i in yb.tolist()]
+
+
+def test_data_copy_probe_runs_reports_top1_and_writes_its_results(monkeypatch, capsys, tmp_path):
+    probe = load_benchmark("data_copy_probe")
+    split = load_benchmark("train_step").synthetic_split(1024)
+    monkeypatch.setattr(probe, "load_cifar10", lambda name, root=None: split)
+    monkeypatch.setattr(sys, "argv", ["data_copy_probe.py", "--max-steps", "2", "--out", str(tmp_path)])
+    probe.main()
+    out = capsys.readouterr().out
+    m = re.search(r"seed 0: top-1 ([0-9.]+) %, with TTA ([0-9.]+) %  \(2 steps", out)
+    assert m and all(0.0 <= float(v) <= 100.0 for v in m.groups())
+    assert re.search(r"published on the original files: 94\.01 % .* difference [+-][0-9.]+ point", out)
+    doc = json.loads((tmp_path / "data_copy_probe.json").read_text())
+    (row,) = doc["rows"]
+    assert (row["seed"], row["steps"]) == (0, 2) and row["tta_top1"] == round(float(m.group(2)), 2)
+    assert doc["published"]["tta_top1"] == 94.01 and doc["provenance"]["max_steps"] == 2
+    assert doc["provenance"]["precision"] == "fp32" and doc["provenance"]["hyperparameters"]["batch_size"] == 1024
+
+
+def test_data_copy_probe_refuses_a_split_smaller_than_a_batch():
+    probe = load_benchmark("data_copy_probe")
+    split = load_benchmark("train_step").synthetic_split(100)
+    with pytest.raises(ValueError, match="fewer than one batch of 1024"):
+        probe.run(split, split, seed=0, bf16=False, max_steps=1)
