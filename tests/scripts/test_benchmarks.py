@@ -130,3 +130,32 @@ def test_data_copy_probe_refuses_a_split_smaller_than_a_batch():
     split = load_benchmark("train_step").synthetic_split(100)
     with pytest.raises(ValueError, match="fewer than one batch of 1024"):
         probe.run(split, split, seed=0, bf16=False, max_steps=1)
+
+
+def test_airbench_reference_patches_only_the_released_source(tmp_path):
+    ref = load_benchmark("airbench_reference")
+    (tmp_path / "lib_airbench94.py").write_text("    net = net.half().cuda()\n")
+    (tmp_path / "utils.py").write_text(
+        "import torchvision.transforms as T\n"
+        "data = torch.load(p, map_location=torch.device(gpu))\nx = self.images.half()\n"
+        "starter = torch.cuda.Event(enable_timing=True)\ntorch.cuda.synchronize()\n")
+    ref.patch(tmp_path)
+    utils = (tmp_path / "utils.py").read_text()
+    assert "cuda" not in utils + (tmp_path / "lib_airbench94.py").read_text()
+    assert "half" not in utils and 'map_location="cpu"' in utils and "class _Timer" in utils
+    (tmp_path / "utils.py").write_text("something else\n")
+    with pytest.raises(SystemExit, match="not the released airbench"):
+        ref.patch(tmp_path)
+
+
+def test_airbench_reference_writes_the_copy_shuffled_in_the_package_format(monkeypatch, tmp_path):
+    ref = load_benchmark("airbench_reference")
+    split = load_benchmark("train_step").synthetic_split(64)
+    monkeypatch.setattr(ref, "load_cifar10", lambda name, root=None: split)
+    ref.write_data(tmp_path, None, seed=0)
+    data = torch.load(tmp_path / "train.pt")
+    assert data["images"].shape == (64, 32, 32, 3) and data["images"].dtype == torch.uint8
+    assert not torch.equal(data["labels"], split.labels)  # shuffled, with images and labels kept together
+    for img, label in zip(data["images"][:8], data["labels"][:8]):
+        i = next(i for i in range(64) if torch.equal(split.images[i].permute(1, 2, 0), img))
+        assert split.labels[i] == label
