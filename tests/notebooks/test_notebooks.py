@@ -50,6 +50,14 @@ def test_00_reference_models(results_dir, tmp_path):
         assert row["top1"] == card["test_top1"] and row["checkpoint_sha256"] == card["sha256"]
         assert row["n_eval"] == 100 and 0.0 <= row["top1_reevaluated"] <= 100.0
         assert row["epochs_in_total"] == card.get("epochs_in_total", card["epochs"]) >= row["epochs"]
+    # the JPEG copy's cost, from the probe runs shipped beside the cards
+    probe = json.loads((M.get_entry("resnet20_cifar").default_checkpoint.parent / "data_copy_probe.json").read_text())
+    tta = [r["tta_top1"] for r in probe["rows"]]
+    summary = doc["data_copy_probe"]
+    mean = sum(tta) / len(tta)
+    assert summary["n_runs"] == len(tta) >= 2 and summary["tta_top1_mean"] == pytest.approx(mean, abs=0.006)
+    assert summary["difference"] == pytest.approx(mean - probe["published"]["tta_top1"], abs=0.006)
+    assert summary["difference"] < 0  # the book's claim: the copy costs the published recipe accuracy
 
 
 def test_01_baseline(results_dir, tmp_path):
