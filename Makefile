@@ -80,8 +80,8 @@ EXECUTED := build/executed/$(PROFILE)
 EXECUTED_NOTEBOOKS := $(addprefix $(EXECUTED)/,$(notdir $(NOTEBOOKS)))
 NOTEBOOK_INPUTS := $(shell find vitquant_core -name '*.py') requirements.txt
 # A notebook depends on the checkpoint of the model its parameters cell names (`model = "..."`),
-# so retraining ResNet-20 does not rerun the DeiT notebook; 00 shows every card, so it
-# depends on them all.
+# so retraining ResNet-20 does not rerun the DeiT notebook; 00 shows every card and the
+# data-copy probe's runs (checkpoints/data_copy_probe.json), so it depends on them all.
 ALL_CHECKPOINTS := $(wildcard checkpoints/*.safetensors checkpoints/*.json checkpoints/*.jsonl)
 notebook_model = $(shell sed -n 's/^ *"model = \\"\([A-Za-z0-9_.-]*\)\\".*/\1/p' notebooks/$(1).ipynb | head -n 1)
 notebook_checkpoints = $(if $(filter 00_%,$(1)),$(ALL_CHECKPOINTS),$(filter checkpoints/$(call notebook_model,$(1)).%,$(ALL_CHECKPOINTS)))

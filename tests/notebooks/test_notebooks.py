@@ -126,6 +126,7 @@ def test_book_reruns_a_notebook_only_for_its_own_models_checkpoint():
     files = lambda m: {f"checkpoints/{m}.{ext}" for ext in ("safetensors", "json", "train.jsonl")}  # noqa: E731
     assert _notebook_checkpoints("01_baseline") == files("resnet20_cifar")
     assert _notebook_checkpoints("03_ranking_aware") == files("deit_tiny_cifar")
-    # 00 shows every card
+    # 00 shows every card, and the data-copy probe's runs shipped beside them
     assert _notebook_checkpoints("00_reference_models") == set().union(
-        *(files(m) for m in ("resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar")))
+        *(files(m) for m in ("resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar"))) | {
+            "checkpoints/data_copy_probe.json"}
