@@ -214,6 +214,20 @@ def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path
     assert TrainConfig.from_card(legacy).vit_augment == "per-image"
 
 
+def test_vit_without_mixing_trains_on_hard_labels_and_its_card_says_so(tiny_cifar, tmp_path):
+    from vitquant_core.train import _Trainer, _mixing
+    from vitquant_core.data import load_cifar10
+
+    cfg = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar),
+                      mixup=0.0, cutmix=0.0, out=str(tmp_path / "plain.safetensors"))
+    assert _Trainer(cfg, 1, load_cifar10("train", tiny_cifar)).mixup_fn is None  # timm's Mixup refuses 0/0
+    card = train(cfg)
+    assert card["recipe"]["augmentation"].endswith("one draw per image)")
+    assert "mix" not in card["recipe"]["augmentation"]
+    assert _mixing(TrainConfig(model="deit_tiny_cifar", mixup=0.0)) == " + cutmix"
+    assert _mixing(TrainConfig(model="deit_tiny_cifar")) == " + mixup/cutmix"
+
+
 def test_from_card_warns_when_the_default_teacher_is_not_the_one_distilled_from():
     shipped = M.read_card(M.get_entry("resnet18_cifar").default_checkpoint)
     recipe = {"model": "deit_tiny_cifar", "teacher": "resnet18_cifar", "teacher_checkpoint": None}

@@ -270,8 +270,9 @@ class _Trainer:
             from timm.data import Mixup
             from torchvision.transforms import v2
 
-            self.mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
-                                  label_smoothing=cfg.label_smoothing, num_classes=entry.num_classes)
+            if cfg.mixup > 0 or cfg.cutmix > 0:  # timm's Mixup asserts that one of them is on
+                self.mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                                      label_smoothing=cfg.label_smoothing, num_classes=entry.num_classes)
             self.augment = v2.TrivialAugmentWide()
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
         # the batched pipelines run where the model runs; torchvision's per-image one in workers
@@ -532,8 +533,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
            "optimizer": "AdamW" if tr.is_vit else "SGD nesterov momentum 0.9",
            "schedule": "warmup+cosine" if tr.is_vit else "one-cycle",
            "augmentation": (f"random crop (pad 4) + flip + TrivialAugmentWide "
-                            f"({'torchvision, per image' if tr.per_image else 'batched, one draw per image'}) "
-                            "+ mixup/cutmix" if tr.is_vit else "random crop (pad 4) + flip"),
+                            f"({'torchvision, per image' if tr.per_image else 'batched, one draw per image'})"
+                            + _mixing(cfg) if tr.is_vit else "random crop (pad 4) + flip"),
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
         "epochs": epochs_run,
@@ -571,6 +572,12 @@ def _atomic_write(path: Path, write: Any) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _mixing(cfg: TrainConfig) -> str:
+    """The card's words for the batch mixing a ViT run used ("" when mixup and cutmix are off)."""
+    on = [name for name, alpha in (("mixup", cfg.mixup), ("cutmix", cfg.cutmix)) if alpha > 0]
+    return " + " + "/".join(on) if on else ""
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
