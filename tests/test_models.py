@@ -69,6 +69,18 @@ def test_shipped_checkpoint_verifies(name):
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)  # eval: the two heads averaged
 
 
+@pytest.mark.parametrize("name", ["resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar"])
+def test_readme_lists_each_shipped_model_with_its_card_accuracy(name):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    row = re.search(rf"^\| `{name}` \|.*$", readme, re.M)
+    assert row, f"README's reference-model table has no row for {name}"
+    card = M.read_card(M.get_entry(name).default_checkpoint)
+    assert f"| {card['test_top1']:.2f} %" in row.group(0)
+
+
 def test_shipped_resnet20_reproduces_its_card(cifar_root):
     """A fresh fp32 evaluation on the full 10k test split gives the card's figure (the other
     two models are checked the same way by notebook 01 with n_eval 0; ~1.5 min each here)."""
