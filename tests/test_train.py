@@ -321,6 +321,11 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
                                                  "init_from=None \\(with epochs=2\\)"):
         TrainConfig.from_card(moved)
     assert TrainConfig.from_card(moved, init_from=None, epochs=2).init_from is None
+    # nor does it start from other weights shipped under the path it recorded
+    replaced = b | {"recipe": b["recipe"] | {"init_from": str(tmp_path / "f.safetensors")}}
+    with pytest.raises(ValueError, match=f"warm restart from a.safetensors.*{fresh['sha256']}.*init_from=None"):
+        TrainConfig.from_card(replaced)
+    assert TrainConfig.from_card(replaced, init_from=str(tmp_path / "a.safetensors")).init_from.endswith("a.safetensors")
     # a chain of restarts counts every epoch behind the weights
     c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))
     assert c["initialised_from"]["epochs"] == 2 and c["epochs_in_total"] == 3

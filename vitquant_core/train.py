@@ -136,6 +136,17 @@ class TrainConfig:
                 f"which is not at {cfg['init_from']}. Pass init_from=<that checkpoint> to repeat the run, "
                 f"or init_from=None (with epochs={card.get('epochs_in_total', card['epochs'])}) to train "
                 "the recipe from scratch")
+        if start and cfg.get("init_from") and "init_from" not in overrides:
+            # the path the card recorded may now hold other weights (a checkpoint shipped over
+            # the one it started from): repeating the run needs the very file it started from
+            now = M.read_card(cfg["init_from"])["sha256"] if M.card_path(cfg["init_from"]).exists() else None
+            if now != start["sha256"]:
+                raise ValueError(
+                    f"{card.get('file', 'this checkpoint')} is a warm restart from {start['file']} "
+                    f"({start['epochs']} epochs, {start['test_top1']} %, SHA-256 {start['sha256']}), but "
+                    f"{cfg['init_from']} now holds SHA-256 {now}. Pass init_from=<the file it started from> "
+                    "(its card's note says where git history holds it) to repeat the run, or init_from=None "
+                    f"(with epochs={card.get('epochs_in_total', card['epochs'])}) to train the recipe from scratch")
         teacher = card.get("teacher")
         entry = M.get_entry(cfg.get("teacher") or "")
         if teacher and entry is not None and not cfg.get("teacher_checkpoint"):
