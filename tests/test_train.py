@@ -325,6 +325,8 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
     replaced = b | {"recipe": b["recipe"] | {"init_from": str(tmp_path / "f.safetensors")}}
     with pytest.raises(ValueError, match=f"warm restart from a.safetensors.*{fresh['sha256']}.*init_from=None"):
         TrainConfig.from_card(replaced)
+    with pytest.raises(ValueError, match="now holds SHA-256"):
+        TrainConfig.from_card(b, init_from=str(tmp_path / "f.safetensors"))  # named by hand, too
     assert TrainConfig.from_card(replaced, init_from=str(tmp_path / "a.safetensors")).init_from.endswith("a.safetensors")
     # a chain of restarts counts every epoch behind the weights
     c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))

@@ -136,9 +136,9 @@ class TrainConfig:
                 f"which is not at {cfg['init_from']}. Pass init_from=<that checkpoint> to repeat the run, "
                 f"or init_from=None (with epochs={card.get('epochs_in_total', card['epochs'])}) to train "
                 "the recipe from scratch")
-        if start and cfg.get("init_from") and "init_from" not in overrides:
-            # the path the card recorded may now hold other weights (a checkpoint shipped over
-            # the one it started from): repeating the run needs the very file it started from
+        if start and cfg.get("init_from"):
+            # the path may hold other weights (a checkpoint shipped over the one the run started
+            # from): repeating the run needs the very file it started from
             now = M.read_card(cfg["init_from"])["sha256"] if M.card_path(cfg["init_from"]).exists() else None
             if now != start["sha256"]:
                 raise ValueError(
