@@ -331,6 +331,17 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
     # a chain of restarts counts every epoch behind the weights
     c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))
     assert c["initialised_from"]["epochs"] == 2 and c["epochs_in_total"] == 3
+    # each restart ships the log of the run it started from beside its own; a fresh run has none
+    log = lambda name: (tmp_path / name).read_text()  # noqa: E731
+    assert log("b.init.train.jsonl") == log("a.train.jsonl") and log("c.init.train.jsonl") == log("b.train.jsonl")
+    assert not (tmp_path / "f.init.train.jsonl").exists()
+    # a restart written over the checkpoint it started from keeps that run's log, not its own
+    a_log = log("a.train.jsonl")
+    train(TrainConfig(**cfg, init_from=str(tmp_path / "a.safetensors"), out=str(tmp_path / "a.safetensors")))
+    assert log("a.init.train.jsonl") == a_log != log("a.train.jsonl")
+    # and a fresh run written there leaves no stale one behind
+    train(TrainConfig(**cfg, out=str(tmp_path / "a.safetensors")))
+    assert not (tmp_path / "a.init.train.jsonl").exists()
 
 
 def test_warm_restart_refuses_a_missing_altered_or_foreign_checkpoint(tiny_cifar, tmp_path):

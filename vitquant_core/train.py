@@ -454,6 +454,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tr = _Trainer(cfg, epochs, train_split)
     model = tr.model
 
+    # a warm restart ships the log of the run it started from beside its own, so that the whole
+    # curve can be drawn (notebook 00); copied before this run's log can overwrite it (a restart
+    # may write over the checkpoint it started from); a fresh run leaves no stale one behind
+    init_log_path = out.with_suffix(".init.train.jsonl")
+    if not resume_path.exists():
+        source = Path(cfg.init_from).with_suffix(".train.jsonl") if cfg.init_from else None
+        if source is not None and source.exists():
+            text = source.read_text()
+            _atomic_write(init_log_path, lambda f: f.write_text(text))
+        else:
+            init_log_path.unlink(missing_ok=True)
+
     start_epoch, history = 0, []
     if resume_path.exists():
         state = torch.load(resume_path, weights_only=True)
