@@ -81,6 +81,22 @@ def test_readme_lists_each_shipped_model_with_its_card_accuracy(name):
     assert f"| {card['test_top1']:.2f} %" in row.group(0)
 
 
+@pytest.mark.parametrize("name", ["resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar"])
+def test_shipped_log_covers_every_epoch_behind_the_weights(name):
+    """Notebook 00 draws the whole curve: a warm restart ships the log behind its starting
+    weights (epochs 1..N, each row tagged with its run) beside its own."""
+    ckpt = M.get_entry(name).default_checkpoint
+    card = M.read_card(ckpt)
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []  # noqa: E731
+    own, before = read(ckpt.with_suffix(".train.jsonl")), read(ckpt.with_suffix(".init.train.jsonl"))
+    assert [row["epoch"] for row in own] == list(range(1, card["epochs"] + 1))
+    start = card.get("initialised_from")
+    assert [row["epoch"] for row in before] == list(range(1, (start["epochs"] + 1) if start else 1))
+    if start:
+        runs = [row["run"] for row in before]
+        assert runs == sorted(runs) and runs[0] == 0 and all("augmentation" in row for row in before)
+
+
 def test_shipped_resnet20_reproduces_its_card(cifar_root):
     """A fresh fp32 evaluation on the full 10k test split gives the card's figure (the other
     two models are checked the same way by notebook 01 with n_eval 0; ~1.5 min each here)."""

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vitquant_core import models as M
-from vitquant_core.train import TrainConfig, epochs_that_fit, parse_args, plan_epochs, train
+from vitquant_core.train import TrainConfig, epochs_that_fit, history_before, parse_args, plan_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -331,14 +331,21 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
     # a chain of restarts counts every epoch behind the weights
     c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))
     assert c["initialised_from"]["epochs"] == 2 and c["epochs_in_total"] == 3
-    # each restart ships the log of the run it started from beside its own; a fresh run has none
-    log = lambda name: (tmp_path / name).read_text()  # noqa: E731
-    assert log("b.init.train.jsonl") == log("a.train.jsonl") and log("c.init.train.jsonl") == log("b.train.jsonl")
-    assert not (tmp_path / "f.init.train.jsonl").exists()
+    # each restart ships the whole log behind its starting weights beside its own, each row
+    # tagged with its run and that run's augmentation, epochs counted from the first run's start;
+    # a fresh run has none
+    log = lambda name: [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]  # noqa: E731
+    aug = a["recipe"]["augmentation"]
+    a_rows = [row | {"run": 0, "augmentation": aug} for row in log("a.train.jsonl")]
+    b_rows = [row | {"epoch": row["epoch"] + 1, "run": 1, "augmentation": aug} for row in log("b.train.jsonl")]
+    assert [row["epoch"] for row in a_rows + b_rows] == [1, 2]
+    assert log("b.init.train.jsonl") == a_rows and log("c.init.train.jsonl") == a_rows + b_rows
+    assert history_before(tmp_path / "c.safetensors")[-1] == log("c.train.jsonl")[-1] | {
+        "epoch": 3, "run": 2, "augmentation": aug}
+    assert not (tmp_path / "f.init.train.jsonl").exists() and history_before(tmp_path / "nothing.safetensors") == []
     # a restart written over the checkpoint it started from keeps that run's log, not its own
-    a_log = log("a.train.jsonl")
     train(TrainConfig(**cfg, init_from=str(tmp_path / "a.safetensors"), out=str(tmp_path / "a.safetensors")))
-    assert log("a.init.train.jsonl") == a_log != log("a.train.jsonl")
+    assert log("a.init.train.jsonl") == a_rows and a_rows[0]["train_loss"] != log("a.train.jsonl")[0]["train_loss"]
     # and a fresh run written there leaves no stale one behind
     train(TrainConfig(**cfg, out=str(tmp_path / "a.safetensors")))
     assert not (tmp_path / "a.init.train.jsonl").exists()

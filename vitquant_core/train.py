@@ -454,14 +454,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tr = _Trainer(cfg, epochs, train_split)
     model = tr.model
 
-    # a warm restart ships the log of the run it started from beside its own, so that the whole
-    # curve can be drawn (notebook 00); copied before this run's log can overwrite it (a restart
-    # may write over the checkpoint it started from); a fresh run leaves no stale one behind
+    # a warm restart ships the whole log behind its starting weights beside its own, so that the
+    # whole curve can be drawn (notebook 00); read before this run's log can overwrite it (a
+    # restart may write over the checkpoint it started from); a fresh run leaves no stale one
     init_log_path = out.with_suffix(".init.train.jsonl")
     if not resume_path.exists():
-        source = Path(cfg.init_from).with_suffix(".train.jsonl") if cfg.init_from else None
-        if source is not None and source.exists():
-            text = source.read_text()
+        before = history_before(cfg.init_from) if cfg.init_from else []
+        if before:
+            text = "".join(json.dumps(row) + "\n" for row in before)
             _atomic_write(init_log_path, lambda f: f.write_text(text))
         else:
             init_log_path.unlink(missing_ok=True)
@@ -585,6 +585,34 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         resume_path.unlink()
     print(json.dumps({k: card[k] for k in ("model", "test_top1", "sha256", "size_bytes")}), flush=True)
     return card
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def history_before(init_from: str | Path) -> list[dict[str, Any]]:
+    """The training log behind a checkpoint, whole: the log of the run that wrote it
+    (``<name>.train.jsonl``) after the log behind *its* starting weights
+    (``<name>.init.train.jsonl``, where it was a warm restart), and so on back to the first run.
+
+    Epochs count from the first run's start; each row names its ``run`` (0: the first) and that
+    run's ``augmentation`` (from the run's card), so that a plot can mark each restart and what
+    changed there. Empty when the checkpoint has no log beside it.
+    """
+    init = Path(init_from)
+    rows = [{"run": 0, **row} for row in _read_jsonl(init.with_suffix(".init.train.jsonl"))]
+    own = _read_jsonl(init.with_suffix(".train.jsonl"))
+    card_path = init.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    # the epochs behind the run's starting weights: its card's count, else the earlier log's
+    offset = (card["epochs_in_total"] - card["epochs"] if "epochs_in_total" in card
+              else max((row["epoch"] for row in rows), default=0))
+    # its place in the chain, also when the log of the run before it was not kept
+    run = max(row["run"] for row in rows) + 1 if rows else int(bool(card.get("initialised_from")))
+    aug = card.get("recipe", {}).get("augmentation")
+    return rows + [{**row, "epoch": row["epoch"] + offset, "run": run}
+                   | ({"augmentation": aug} if aug else {}) for row in own]
 
 
 def _atomic_write(path: Path, write: Any) -> None:
