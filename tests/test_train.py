@@ -158,6 +158,33 @@ def test_time_budget_plans_epochs_before_the_run(tiny_cifar, tmp_path):
     assert again.epochs == 3 and again.time_budget is None and again.batch_size == 16
 
 
+def test_a_run_stopped_early_is_repeated_by_its_card(tiny_cifar, tmp_path):
+    """stop_after runs the first epochs of a longer schedule, as a time budget's safety net does."""
+    cfg = dict(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar), seed=2)
+    full = train(TrainConfig(**cfg, out=str(tmp_path / "full.safetensors")))
+    cut = train(TrainConfig(**cfg, stop_after=2, out=str(tmp_path / "cut.safetensors")))
+    assert (cut["epochs"], cut["epochs_planned"], cut["epochs_in_total"]) == (2, 3, 2)
+    assert cut["stopped_early"] == "stopped after epoch 2 of 3 planned, as stop_after asked"
+    assert (full["epochs"], full["epochs_planned"], full["stopped_early"]) == (3, 3, None)
+    log = {n: [json.loads(r) for r in (tmp_path / f"{n}.train.jsonl").read_text().splitlines()]
+           for n in ("full", "cut")}
+    # the same two epochs as the full run's first two: the 3-epoch schedule, not a 2-epoch one
+    assert [r["lr"] for r in log["cut"]] == [r["lr"] for r in log["full"][:2]]
+    assert [r["train_loss"] for r in log["cut"]] == [r["train_loss"] for r in log["full"][:2]]
+    assert "test_top1" in log["cut"][-1]  # the last epoch run is evaluated
+    again = TrainConfig.from_card(cut)
+    assert (again.epochs, again.stop_after) == (3, 2)
+    assert TrainConfig.from_card(full).stop_after is None
+    # a card from before epochs_planned, stopped by its time budget, repeats the same way
+    legacy = {k: v for k, v in cut.items() if k != "epochs_planned"} | {
+        "stopped_early": "stopped by the time budget after epoch 2 of 3 planned", "time_budget_plan": {"epochs": 3}}
+    assert (TrainConfig.from_card(legacy).epochs, TrainConfig.from_card(legacy).stop_after) == (3, 2)
+    # another length asked for: that length's whole schedule
+    assert (TrainConfig.from_card(cut, epochs=5).epochs, TrainConfig.from_card(cut, epochs=5).stop_after) == (5, None)
+    with pytest.raises(ValueError, match="stop_after must be between 1 and epochs"):
+        TrainConfig(**cfg, stop_after=4)
+
+
 def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypatch):
     teacher = tmp_path / "teacher.safetensors"
     train(TrainConfig(model="resnet20_cifar", epochs=1, batch_size=16, data_root=str(tiny_cifar), out=str(teacher)))

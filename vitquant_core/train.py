@@ -92,6 +92,8 @@ class TrainConfig:
     out: str | None = _opt(None, "checkpoint path (default: checkpoints/<model>.safetensors)")
     data_root: str | None = _opt(None, "folder of the CIFAR-10 JPEG copy (default: the project's cache)")
     max_steps: int | None = _opt(None, "stop each epoch after this many steps (smoke tests)")
+    stop_after: int | None = _opt(None, "run only the first N epochs of the --epochs schedule (repeats a run "
+                                        "that its time budget stopped early)")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -110,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 1 epoch, got {self.eval_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 (or None for whole epochs), got {self.max_steps}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
+            raise ValueError(f"stop_after must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.init_from is not None and not Path(self.init_from).is_file():
@@ -125,9 +129,17 @@ class TrainConfig:
         cfg = {k: v for k, v in card["recipe"].items() if k in names}
         if "vit_augment" not in card["recipe"] and "TrivialAugment" in card["recipe"].get("augmentation", ""):
             cfg["vit_augment"] = "per-image"  # cards from before the batched pipeline
-        # the card's epochs are the ones actually run (a time budget chose them)
-        cfg.update(epochs=card["epochs"], time_budget=None)
+        # the card's epochs are the ones actually run (a time budget chose them); a run the budget
+        # stopped early ran the first epochs of a longer schedule, which stop_after repeats
+        run = card["epochs"]
+        planned = card.get("epochs_planned")
+        if planned is None and card.get("stopped_early"):  # cards from before epochs_planned
+            planned = card["time_budget_plan"]["epochs"]
+        planned = planned or run
+        cfg.update(epochs=planned, stop_after=run if run < planned else None, time_budget=None)
         cfg.update(overrides)
+        if "epochs" in overrides and "stop_after" not in overrides:
+            cfg["stop_after"] = None  # another length: its whole schedule
         start = card.get("initialised_from")
         if cfg.get("init_from") and not Path(cfg["init_from"]).is_file() and start:
             raise FileNotFoundError(
@@ -486,6 +498,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     t_train = time.time() - sum(h["seconds"] for h in history)
     stopped_early = None
     for epoch in range(start_epoch, epochs):
+        if cfg.stop_after is not None and epoch >= cfg.stop_after:
+            stopped_early = f"stopped after epoch {epoch} of {epochs} planned, as stop_after asked"
+            break
         if cfg.time_budget is not None and history and epoch > start_epoch:
             # a safety net, not the plan: if the machine slowed down so much that the next
             # epoch would overrun the budget by 15 %, stop and say so in the card
@@ -518,7 +533,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         rec = {"epoch": epoch + 1, "train_loss": mean_loss, "train_top1": 100 * correct.item() / seen,
                "lr": tr.sched.get_last_lr()[0], "seconds": time.time() - t0,
                "data_wait_seconds": round(data_wait[0], 3)}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 in (epochs, cfg.stop_after):
             rec["test_top1"] = _test_top1(model, test_split, cfg.device, tr.bf16)
         history.append(rec)
         print(json.dumps({"model": cfg.model} | rec), flush=True)
@@ -561,6 +576,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
         "epochs": epochs_run,
+        "epochs_planned": epochs,  # the schedule's length: more than epochs where the run stopped early
         # the teacher by hash: retraining later distils from whatever checkpoint is then the default
         "teacher": tr.teacher_info,
         "initialised_from": None if tr.init_card is None else {
