@@ -241,6 +241,34 @@ def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path
     assert TrainConfig.from_card(legacy).vit_augment == "per-image"
 
 
+def test_cnn_trivial_augment_is_opt_in_seeded_and_repeated_by_its_card(tiny_cifar, tmp_path):
+    from vitquant_core.augment import random_crop_flip, trivial_augment_wide
+    from vitquant_core.data import load_cifar10
+    from vitquant_core.train import _Trainer, _epoch_generator
+
+    split = load_cifar10("train", tiny_cifar)
+    g = _epoch_generator(0, 0)
+    idx = torch.randperm(len(split), generator=g)[:16]
+    cropped = random_crop_flip(split.images[idx], g)
+    plain = TrainConfig(model="resnet20_cifar", epochs=1, batch_size=16, max_steps=1, data_root=str(tiny_cifar))
+    x, _ = next(_Trainer(plain, 1, split).batches(0))
+    assert torch.equal(x, cropped)  # the CNN recipe: crop and flip only
+    cfg = dataclasses.replace(plain, trivial_augment=True, out=str(tmp_path / "ta.safetensors"))
+    x, _ = next(_Trainer(cfg, 1, split).batches(0))
+    assert torch.equal(x, trivial_augment_wide(cropped, g)) and not torch.equal(x, cropped)
+    card = train(cfg)
+    assert card["recipe"]["augmentation"] == "random crop (pad 4) + flip + TrivialAugmentWide (batched, one draw per image)"
+    assert TrainConfig.from_card(card).trivial_augment is True
+    # cards from before the option: each family's own recipe
+    legacy = card | {"recipe": {k: v for k, v in card["recipe"].items() if k != "trivial_augment"}}
+    assert _Trainer(TrainConfig.from_card(legacy), 1, split).trivial_augment is False
+    # a ViT can turn it off (per-image workers then apply crop and flip only)
+    vit = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=1, data_root=str(tiny_cifar),
+                      trivial_augment=False, vit_augment="per-image", mixup=0.0, cutmix=0.0,
+                      out=str(tmp_path / "vit.safetensors"))
+    assert train(vit)["recipe"]["augmentation"] == "random crop (pad 4) + flip"
+
+
 def test_vit_without_mixing_trains_on_hard_labels_and_its_card_says_so(tiny_cifar, tmp_path):
     from vitquant_core.train import _Trainer, _mixing
     from vitquant_core.data import load_cifar10

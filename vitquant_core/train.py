@@ -3,7 +3,8 @@
 Recipes are the well-known ones for each family:
 
 * CNNs (ResNet-20, ResNet-18): SGD with Nesterov momentum, one-cycle learning rate,
-  label smoothing, random crop (pad 4) and horizontal flip.
+  label smoothing, random crop (pad 4) and horizontal flip; ``trivial_augment=True`` adds
+  TrivialAugment (Müller & Hutter, ICCV 2021), a regulariser for runs that fit the training set.
 * ViTs (DeiT-Tiny): AdamW, linear warm-up then cosine decay, TrivialAugment, mixup/cutmix
   and stochastic depth (Touvron et al., ICML 2021); optionally hard distillation from a
   CNN teacher through DeiT's distillation token, the paper's recipe for limited data.
@@ -12,7 +13,8 @@ Decoded images live in one uint8 tensor (decoding JPEGs is the bottleneck otherw
 bf16 autocast is used where the device supports it; a resumable state is written every
 epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``). The
 augmentation runs batched where the model runs (:mod:`vitquant_core.augment`): crop and
-flip for the CNNs, and for the ViT also TrivialAugment with one draw per image. The ViT's
+flip for the CNNs, and for the ViT (and a CNN with ``trivial_augment``) also TrivialAugment with
+one draw per image. The ViT's
 ``vit_augment="per-image"`` keeps torchvision's own ``TrivialAugmentWide``, one image at a
 time in DataLoader workers (``workers``), the pipeline the shipped DeiT-Tiny was trained with.
 
@@ -81,6 +83,8 @@ class TrainConfig:
     bf16: bool | None = _opt(None, "bf16 autocast: true, false, or auto (on where the device runs bf16 natively)")
     compile: bool = _opt(False, "torch.compile the training step")
     threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
+    trivial_augment: bool | None = _opt(None, "TrivialAugment after crop and flip: true, false, or auto (on for "
+                                              "the ViT, off for the CNNs, as in each family's recipe)")
     vit_augment: str = _opt("batched", "ViT TrivialAugment: 'batched' on the device, or 'per-image' (torchvision, "
                                        "in DataLoader workers)")
     workers: int = _opt(0, "DataLoader workers for --vit-augment per-image (0: in-process)")
@@ -196,7 +200,7 @@ class _AugmentedImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         # the worker's torch RNG, which the DataLoader seeds from its generator
         x = random_crop_flip(self.images[i:i + 1], None)[0]
-        return self.augment(x), self.labels[i]
+        return (x if self.augment is None else self.augment(x)), self.labels[i]
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -241,6 +245,7 @@ class _Trainer:
         self.device = cfg.device
         self.bf16 = bf16_supported(cfg.device) if cfg.bf16 is None else cfg.bf16
         self.is_vit = entry.family == "vit"
+        self.trivial_augment = self.is_vit if cfg.trivial_augment is None else cfg.trivial_augment
         self.builder_kwargs: dict[str, Any] = {}
         if self.is_vit:
             self.builder_kwargs = {"distilled": cfg.teacher is not None}
@@ -296,7 +301,7 @@ class _Trainer:
             if cfg.mixup > 0 or cfg.cutmix > 0:  # timm's Mixup asserts that one of them is on
                 self.mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
                                       label_smoothing=cfg.label_smoothing, num_classes=entry.num_classes)
-            self.augment = v2.TrivialAugmentWide()
+            self.augment = v2.TrivialAugmentWide() if self.trivial_augment else None
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
         # the batched pipelines run where the model runs; torchvision's per-image one in workers
         self.per_image = self.is_vit and cfg.vit_augment == "per-image"
@@ -311,7 +316,7 @@ class _Trainer:
             for step in range(self.steps_per_epoch):
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 x = random_crop_flip(self.images[idx.to(self.images.device)], g)
-                if self.is_vit:
+                if self.trivial_augment:
                     x = trivial_augment_wide(x, g)
                 yield x, self.split.labels[idx].to(self.device, non_blocking=True)
             return
@@ -570,9 +575,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         | {"lr": tr.lr, "weight_decay": tr.wd,
            "optimizer": "AdamW" if tr.is_vit else "SGD nesterov momentum 0.9",
            "schedule": "warmup+cosine" if tr.is_vit else "one-cycle",
-           "augmentation": (f"random crop (pad 4) + flip + TrivialAugmentWide "
-                            f"({'torchvision, per image' if tr.per_image else 'batched, one draw per image'})"
-                            + _mixing(cfg) if tr.is_vit else "random crop (pad 4) + flip"),
+           "augmentation": "random crop (pad 4) + flip" + (
+               f" + TrivialAugmentWide ({'torchvision, per image' if tr.per_image else 'batched, one draw per image'})"
+               if tr.trivial_augment else "") + (_mixing(cfg) if tr.is_vit else ""),
            "distillation": f"hard, through the distillation token, teacher {cfg.teacher}" if cfg.teacher else None,
            "bf16_autocast": tr.bf16},
         "epochs": epochs_run,
