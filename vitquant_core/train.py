@@ -13,10 +13,10 @@ Decoded images live in one uint8 tensor (decoding JPEGs is the bottleneck otherw
 bf16 autocast is used where the device supports it; a resumable state is written every
 epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``). The
 augmentation runs batched where the model runs (:mod:`vitquant_core.augment`): crop and
-flip for the CNNs, and for the ViT (and a CNN with ``trivial_augment``) also TrivialAugment with
-one draw per image. The ViT's
-``vit_augment="per-image"`` keeps torchvision's own ``TrivialAugmentWide``, one image at a
-time in DataLoader workers (``workers``), the pipeline the shipped DeiT-Tiny was trained with.
+flip for the CNNs, and for the ViT (and a CNN with ``trivial_augment``) also TrivialAugment
+with one draw per image. The ViT's ``vit_augment="per-image"`` keeps torchvision's own
+``TrivialAugmentWide``, one image at a time in DataLoader workers (``workers``), the
+pipeline the shipped DeiT-Tiny was trained with.
 
 ``time_budget`` sizes a run to a wall-clock budget: a short probe on a throwaway copy of
 the model times the training step, the number of epochs that fits is chosen *before* the
