@@ -16,7 +16,7 @@ augmentation runs batched where the model runs (:mod:`vitquant_core.augment`): c
 flip for the CNNs, and for the ViT (and a CNN with ``trivial_augment``) also TrivialAugment
 with one draw per image. The ViT's ``vit_augment="per-image"`` keeps torchvision's own
 ``TrivialAugmentWide``, one image at a time in DataLoader workers (``workers``), the
-pipeline the shipped DeiT-Tiny was trained with.
+pipeline of the shipped DeiT-Tiny's first (GPU) run.
 
 ``time_budget`` sizes a run to a wall-clock budget: a short probe on a throwaway copy of
 the model times the training step, the number of epochs that fits is chosen *before* the
