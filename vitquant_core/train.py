@@ -617,9 +617,10 @@ def history_before(init_from: str | Path) -> list[dict[str, Any]]:
     (``<name>.train.jsonl``) after the log behind *its* starting weights
     (``<name>.init.train.jsonl``, where it was a warm restart), and so on back to the first run.
 
-    Epochs count from the first run's start; each row names its ``run`` (0: the first) and that
-    run's ``augmentation`` (from the run's card), so that a plot can mark each restart and what
-    changed there. Empty when the checkpoint has no log beside it.
+    Epochs count from the first run's start; each row names its ``run`` (0: the first), that
+    run's ``augmentation`` and, for a ViT, its ``drop_path`` (from the run's card), so that a plot
+    can mark each restart and what changed there: either moves the training-batch curve by
+    itself. Empty when the checkpoint has no log beside it.
     """
     init = Path(init_from)
     rows = [{"run": 0, **row} for row in _read_jsonl(init.with_suffix(".init.train.jsonl"))]
@@ -631,9 +632,12 @@ def history_before(init_from: str | Path) -> list[dict[str, Any]]:
               else max((row["epoch"] for row in rows), default=0))
     # its place in the chain, also when the log of the run before it was not kept
     run = max(row["run"] for row in rows) + 1 if rows else int(bool(card.get("initialised_from")))
-    aug = card.get("recipe", {}).get("augmentation")
-    return rows + [{**row, "epoch": row["epoch"] + offset, "run": run}
-                   | ({"augmentation": aug} if aug else {}) for row in own]
+    recipe = card.get("recipe", {})
+    tags = {"augmentation": recipe["augmentation"]} if recipe.get("augmentation") else {}
+    entry = M.get_entry(card.get("model", ""))
+    if entry is not None and entry.family == "vit" and "drop_path" in recipe:  # a CNN has none
+        tags["drop_path"] = recipe["drop_path"]
+    return rows + [{**row, "epoch": row["epoch"] + offset, "run": run} | tags for row in own]
 
 
 def _atomic_write(path: Path, write: Any) -> None:
