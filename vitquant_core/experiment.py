@@ -1,13 +1,18 @@
 """What every notebook does first: the model, the data, the subsets, the provenance.
 
-``setup_experiment`` turns the notebook contract's parameters into an :class:`Experiment`,
-so that a notebook only chooses parameters, calls the core and plots what it returns.
+``setup_experiment`` checks the notebook contract's parameters, then turns them into an
+:class:`Experiment`, so that a notebook only chooses parameters, calls the core and plots
+what it returns. Every evaluation goes through the experiment's row store
+(:mod:`vitquant_core.rowstore`): a configuration measured once is read back, not recomputed.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -15,13 +20,85 @@ import torch.nn as nn
 from . import models as M
 from .data import ImageSplit, balanced_indices, calibration_batches, load_split
 from .eval import EvalResult, evaluate
+from .io import atomic_write
 from .nn.quantize import quant_report
 from .results import Provenance, write_results
+from .rowstore import Record, RowStore
 
 PROFILES: dict[str, dict[str, int]] = {
     "quick": {"n_calib": 64, "n_eval": 1000},  # CI-sized: minutes on 2 CPU cores
     "full": {"n_calib": 256, "n_eval": 0},  # the published book: the whole test split
 }
+DATASETS = ("cifar10", "imagenet")
+
+
+def _int_param(name: str, value: Any, minimum: int, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"parameter {name} must be an integer, got {value!r} ({type(value).__name__}); "
+                        f"pass it unquoted, e.g. -p {name} {max(minimum, 0)}")
+    if value < minimum:
+        raise ValueError(f"parameter {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_results_dir(results_dir: str | os.PathLike) -> Path:
+    """Create ``results_dir`` if needed and prove it writable now, not after hours of work."""
+    path = Path(results_dir)
+    probe = path / ".write-test"
+    try:
+        atomic_write(probe, "")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"parameter results_dir={str(results_dir)!r} is not writable ({e.strerror}): "
+                              "pass a folder you can write to") from e
+    return path
+
+
+def check_parameters(model: Any, checkpoint: Any, dataset: Any, data_root: Any, n_calib: Any, n_eval: Any,
+                     seed: Any, profile: Any, results_dir: Any, batch_size: Any) -> None:
+    """Validate every notebook-contract parameter before any computation, naming the bad one."""
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"parameter model must be a registry or timm name, got {model!r}")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"parameter checkpoint must be a path or None, got {checkpoint!r}")
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"parameter checkpoint={str(checkpoint)!r}: no such file")
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"parameter dataset must be one of {DATASETS} or None, got {dataset!r}")
+    if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
+        raise TypeError(f"parameter data_root must be a folder path or None, got {data_root!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"parameter profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    _int_param("n_calib", n_calib, 1)
+    _int_param("n_eval", n_eval, 0)
+    _int_param("seed", seed, 0, allow_none=False)
+    _int_param("batch_size", batch_size, 1, allow_none=False)
+    if not isinstance(results_dir, (str, os.PathLike)):
+        raise TypeError(f"parameter results_dir must be a folder path, got {results_dir!r}")
+    check_results_dir(results_dir)
+
+
+def subset_fingerprint(split: ImageSplit, indices: torch.Tensor) -> str:
+    """SHA-256 of the images and labels a subset holds (in-memory pixels, else file names and sizes)."""
+    h = hashlib.sha256(f"{split.dataset}|{split.describe()['copy']}|{','.join(split.classes)}".encode())
+    h.update(split.labels[indices].numpy().tobytes())
+    if split.images is not None:
+        h.update(split.images[indices].contiguous().numpy().tobytes())
+    elif split.folder is not None:
+        for i in indices.tolist():
+            p = Path(split.folder.samples[i][0])
+            h.update(f"{p.relative_to(split.root)}|{p.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+def batches_fingerprint(batches: list[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for x in batches:
+        h.update(x.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -39,11 +116,17 @@ class Experiment:
     profile: str
     results_dir: Path
     provenance: Provenance
+    store: RowStore
     batch_size: int = 250
     _fp: EvalResult | None = field(default=None, repr=False)
 
     def loader(self):
         return self.eval_split.loader(self.eval_indices, batch_size=self.batch_size)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The evaluation labels, in the order every evaluation sees them."""
+        return self.eval_split.labels[self.eval_indices]
 
     def evaluate(self, model: nn.Module, desc: str = "eval", reference: EvalResult | None = None,
                  progress: bool = True) -> EvalResult:
@@ -51,9 +134,17 @@ class Experiment:
                         num_classes=len(self.eval_split.classes))
 
     def fp(self) -> EvalResult:
-        """The float model's evaluation on this experiment's subset (computed once)."""
+        """The float model's evaluation on this experiment's subset (stored once, read back after)."""
         if self._fp is None:
-            self._fp = self.evaluate(self.model, desc=f"{self.model_name} fp32")
+            def compute():
+                r = self.evaluate(self.model, desc=f"{self.model_name} fp32")
+                row = {"top1": r.top1, "top5": r.top5, "n": r.n, "seconds": r.seconds,
+                       "per_class_top1": r.per_class_top1}
+                return row, r.predictions.tolist(), {}
+            rec = self.store.get_or_compute({"kind": "fp32"}, compute)
+            self._fp = EvalResult(top1=rec.row["top1"], top5=rec.row["top5"], n=rec.row["n"],
+                                  seconds=rec.row["seconds"], predictions=torch.tensor(rec.predictions),
+                                  per_class_top1=rec.row["per_class_top1"])
         return self._fp
 
     def row(self, method: str, w_bits: int | None, a_bits: int | None, granularity: str,
@@ -70,6 +161,32 @@ class Experiment:
         row.update(extra)
         return row
 
+    def measure(self, spec: Mapping[str, Any], build: Callable[[], nn.Module], method: str,
+                w_bits: int | None, a_bits: int | None, granularity: str,
+                analyse: Callable[[nn.Module], dict[str, Any]] | None = None, **extra: Any) -> Record:
+        """Quantize with ``build()``, evaluate against the float model and store the row.
+
+        ``spec`` names the configuration (its quantizer settings, in JSON-able form): with the
+        experiment's model, data, seed and versions it is the row's key, so a configuration is
+        calibrated and evaluated once. ``analyse(qmodel)`` returns more data to keep with it.
+        """
+        fp = self.fp()
+
+        def compute():
+            t0 = time.perf_counter()
+            qmodel = build()
+            calib_s = time.perf_counter() - t0
+            res = self.evaluate(qmodel, f"{method} W{w_bits or 32}A{a_bits or 32}", reference=fp)
+            row = self.row(method, w_bits, a_bits, granularity, res, qmodel, calib_seconds=round(calib_s, 2),
+                           eval_time_ratio=round(res.seconds / fp.seconds, 3), **extra)
+            return row, res.predictions.tolist(), analyse(qmodel) if analyse else {}
+
+        return self.store.get_or_compute({"kind": "quantized", **dict(spec)}, compute)
+
+    def correct(self, record: Record) -> torch.Tensor:
+        """Which evaluation images a stored record got right (for paired tests)."""
+        return torch.tensor(record.predictions) == self.labels
+
     def save(self, rows: list[dict[str, Any]], **extra: Any) -> Path:
         return write_results(self.results_dir, self.notebook, self.provenance, rows, extra or None)
 
@@ -77,17 +194,19 @@ class Experiment:
 def setup_experiment(notebook: str, model: str = "resnet20_cifar", checkpoint: str | None = None,
                      dataset: str | None = None, data_root: str | None = None, n_calib: int | None = None,
                      n_eval: int | None = None, seed: int = 0, profile: str = "quick",
-                     results_dir: str | Path = "results", batch_size: int = 250) -> Experiment:
-    """Load the model and data a notebook studies and draw its seeded subsets.
+                     results_dir: str | Path = "results", batch_size: int = 250,
+                     recompute: bool = False) -> Experiment:
+    """Check the parameters, load the model and data a notebook studies and draw its seeded subsets.
 
     ``n_calib`` / ``n_eval`` of None take the profile's value; ``n_eval = 0`` is the whole
     evaluation split. Calibration images come from the training split (ImageNet without a
-    train folder: from validation images outside the evaluation subset).
+    train folder: from validation images outside the evaluation subset). ``recompute``
+    ignores stored rows (and overwrites them).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    n_calib = PROFILES[profile]["n_calib"] if n_calib is None else int(n_calib)
-    n_eval = PROFILES[profile]["n_eval"] if n_eval is None else int(n_eval)
+    check_parameters(model, checkpoint, dataset, data_root, n_calib, n_eval, seed, profile, results_dir,
+                     batch_size)
+    n_calib = PROFILES[profile]["n_calib"] if n_calib is None else n_calib
+    n_eval = PROFILES[profile]["n_eval"] if n_eval is None else n_eval
     torch.manual_seed(seed)
     entry = M.get_entry(model)
     dataset = dataset or (entry.dataset if entry else "imagenet")
@@ -109,5 +228,9 @@ def setup_experiment(notebook: str, model: str = "resnet20_cifar", checkpoint: s
                       checkpoint_sha256=info["checkpoint_sha256"], dataset=eval_split.describe(),
                       calibration_data=calib_source, n_calib=n_calib, n_eval=len(eval_idx), seed=seed,
                       profile=profile, torch_threads=torch.get_num_threads())
+    context = {"model": model, "checkpoint_sha256": info["checkpoint_sha256"] or info["checkpoint"],
+               "eval_subset": subset_fingerprint(eval_split, eval_idx), "n_eval": len(eval_idx),
+               "calibration": batches_fingerprint(calib), "n_calib": n_calib, "seed": seed}
+    store = RowStore(Path(results_dir) / "rows", context, recompute=recompute)
     return Experiment(notebook, model, fp_model, info, eval_split, eval_idx, calib, n_calib, len(eval_idx), seed,
-                      profile, Path(results_dir), prov, batch_size)
+                      profile, Path(results_dir), prov, store, batch_size)

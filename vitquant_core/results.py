@@ -12,11 +12,12 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
+
+from .io import atomic_write
 
 REQUIRED_ROW_KEYS = ("model", "method", "w_bits", "a_bits", "granularity", "top1")
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "vitquant_core")
@@ -70,16 +71,16 @@ class Provenance:
         }
 
 
-def _check_finite(obj: Any, path: str = "") -> None:
+def check_finite(obj: Any, path: str = "") -> None:
     if isinstance(obj, float) and not math.isfinite(obj):
         raise ValueError(f"results value at {path or 'top level'} is {obj}: refusing to write a "
                          "non-finite number into a results table (find where it came from)")
     if isinstance(obj, dict):
         for k, v in obj.items():
-            _check_finite(v, f"{path}.{k}" if path else str(k))
+            check_finite(v, f"{path}.{k}" if path else str(k))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            _check_finite(v, f"{path}[{i}]")
+            check_finite(v, f"{path}[{i}]")
 
 
 def check_rows(rows: list[dict[str, Any]]) -> None:
@@ -87,30 +88,18 @@ def check_rows(rows: list[dict[str, Any]]) -> None:
         missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
         if missing:
             raise ValueError(f"row {i} lacks {missing}; every row needs {REQUIRED_ROW_KEYS}")
-    _check_finite(rows, "rows")
+    check_finite(rows, "rows")
 
 
 def write_results(results_dir: str | os.PathLike, notebook: str, provenance: Provenance | dict[str, Any],
                   rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
-    """Write ``{results_dir}/{notebook}.json`` atomically (temp file + rename)."""
+    """Write ``{results_dir}/{notebook}.json`` atomically (readers see the old file or the new one)."""
     check_rows(rows)
     prov = provenance.to_json() if isinstance(provenance, Provenance) else provenance
     doc = {"notebook": notebook, "provenance": prov, "rows": rows, **(extra or {})}
-    _check_finite(doc)
-    out_dir = Path(results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{notebook}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{notebook}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    check_finite(doc)
+    path = Path(results_dir) / f"{notebook}.json"
+    atomic_write(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
     return path
 
 

@@ -5,15 +5,16 @@ or per-channel weights) made explicit: which tensors are quantized, with which o
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ..nn.config import QuantConfig
 from ..nn.quantize import quantize
 from ..quant.granularity import PerChannel, PerTensor
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+    from ..rowstore import Record
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,35 @@ def standard_grid(bits: Iterable[int] = (8, 6, 4), observers: Iterable[str] = ("
     return grid
 
 
-def run_grid(model: nn.Module, grid: Iterable[GridPoint], calib: list[Any],
-             evaluate: Callable[[nn.Module, str], Any]) -> Iterator[tuple[GridPoint, nn.Module, Any, float]]:
-    """Quantize and evaluate each grid point; yields (point, qmodel, eval result, calib seconds)."""
+def run_grid(exp: "Experiment", grid: Iterable[GridPoint]) -> Iterator[tuple[GridPoint, "Record"]]:
+    """Quantize and evaluate each grid point through the experiment's row store (a point
+    measured before is read back); yields (point, record)."""
     for point in grid:
-        t0 = time.perf_counter()
-        qmodel = quantize(model, point.config, calib if point.a_bits else None, progress=False)
-        calib_s = time.perf_counter() - t0
-        yield point, qmodel, evaluate(qmodel, point.label), calib_s
+        calib = exp.calib if point.a_bits else None
+        spec = {"study": "standard_ptq", "method": point.method, "a_observer": point.a_observer,
+                "config": point.config.to_json()}
+        record = exp.measure(spec, lambda: quantize(exp.model, point.config, calib, progress=False),
+                             point.method, point.w_bits, point.a_bits, point.granularity,
+                             a_observer=point.a_observer)
+        yield point, record
+
+
+# The earlier study's ResNet-18 / CIFAR-10 top-1 (%), which did not say whether activations
+# were quantized (shared/PRIOR_STUDY.md).
+EARLIER_STUDY_RESNET18 = {32: 95.18, 8: 95.23, 6: 95.13, 4: 93.13}
+
+
+def compare_with_earlier_study(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """The earlier study's figures beside this run's per-channel min-max rows, bit width by bit width:
+    weights only, and weights and activations (32 bits: the float model)."""
+    def top1(bits: int, weights_only: bool) -> float | None:
+        for r in rows:
+            fp = bits == 32 and r["method"] == "fp32"
+            quantized = (r["w_bits"] == bits and r["granularity"] == "per_channel"
+                         and r["a_bits"] == (32 if weights_only else bits)
+                         and r.get("a_observer") in ("none", "minmax"))
+            if fp or (bits != 32 and r["method"] != "fp32" and quantized):
+                return round(r["top1"], 2)
+        return None
+    return [{"bits": b, "earlier study (ResNet-18)": claim, f"{model}, weights only": top1(b, True),
+             f"{model}, weights + activations": top1(b, False)} for b, claim in EARLIER_STUDY_RESNET18.items()]
