@@ -195,14 +195,17 @@ def setup_experiment(notebook: str, model: str = "resnet20_cifar", checkpoint: s
                      dataset: str | None = None, data_root: str | None = None, n_calib: int | None = None,
                      n_eval: int | None = None, seed: int = 0, profile: str = "quick",
                      results_dir: str | Path = "results", batch_size: int = 250,
-                     recompute: bool = False) -> Experiment:
+                     recompute: bool | None = None) -> Experiment:
     """Check the parameters, load the model and data a notebook studies and draw its seeded subsets.
 
     ``n_calib`` / ``n_eval`` of None take the profile's value; ``n_eval = 0`` is the whole
     evaluation split. Calibration images come from the training split (ImageNet without a
     train folder: from validation images outside the evaluation subset). ``recompute``
-    ignores stored rows (and overwrites them).
+    ignores stored rows and overwrites them (None: when ``VITQUANT_RECOMPUTE=1``, as
+    ``make book RECOMPUTE=1`` sets it).
     """
+    if recompute is None:
+        recompute = os.environ.get("VITQUANT_RECOMPUTE") == "1"
     check_parameters(model, checkpoint, dataset, data_root, n_calib, n_eval, seed, profile, results_dir,
                      batch_size)
     n_calib = PROFILES[profile]["n_calib"] if n_calib is None else n_calib

@@ -29,9 +29,26 @@ VARIANTS: dict[str, dict[str, bool]] = {  # which of the paper's three parts eac
     "ranking-aware": dict(similarity=True, ranking=True, bias_correction=True),
 }
 ABLATION = ("standard", *VARIANTS)
+# What a parameter left at None means in each profile. The full profile is the paper's search
+# (C = 100 candidates, at most 20 rounds) on 128 calibration images and the whole test split;
+# the quick one is sized for minutes on 2 CPU cores.
+PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
+    "quick": {"n_calib": 32, "n_eval": 500, "n_candidates": 20, "max_rounds": 4},
+    "full": {"n_calib": 128, "n_eval": 0, "n_candidates": 100, "max_rounds": 20},
+}
+
+
+def study_parameters(profile: str, **given: Any) -> dict[str, Any]:
+    """The study's parameters with each None replaced by the profile's default."""
+    if profile not in PROFILE_DEFAULTS:
+        raise ValueError(f"parameter profile must be one of {sorted(PROFILE_DEFAULTS)}, got {profile!r}")
+    return {k: PROFILE_DEFAULTS[profile][k] if v is None else v for k, v in given.items()}
 
 
 def check_ablation(ablation: list[str]) -> None:
+    if isinstance(ablation, str) or not isinstance(ablation, (list, tuple)) or not ablation:
+        raise TypeError(f"parameter ablation must be a non-empty list of variants, got {ablation!r}; "
+                        f"choose from {list(ABLATION)} (papermill: -y 'ablation: [standard, ranking-aware]')")
     unknown = [v for v in ablation if v not in ABLATION]
     if unknown:
         raise ValueError(f"parameter ablation: unknown variants {unknown}; choose from {list(ABLATION)}")

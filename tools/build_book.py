@@ -1,0 +1,215 @@
+"""Build the book from keyed, committed notebook outputs; execute only what is stale.
+
+Each notebook that ``_toc.yml`` lists is executed by papermill into
+``{results}/executed/{name}.ipynb``, stamped with a key: the SHA-256 of its source (code,
+markdown and cell tags, not outputs), its parameters (profile and overrides), the checkpoint
+files of its model, the data copy (file names and sizes) and the pinned requirements. The
+full profile's executed notebooks and results are committed, so a fresh clone renders the
+published book without recomputing it. Each run then:
+
+* uses a notebook whose stamped key matches, as it is;
+* re-executes a stale or missing one (``--stale recompute``, the default), which is quick
+  when its configurations are already in the row store (``{results}/rows``); or
+* with ``--stale mark`` (CI), shows a stale one with a warning on its page saying what
+  changed, and executes a missing one at the quick profile, marked as such.
+
+``--recompute`` re-executes every notebook and ignores stored rows. The rendered book is
+``build/book/_build/html``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "build" / "book"
+KEY_PARTS = ("source", "parameters", "checkpoints", "data", "requirements")
+
+
+def toc_notebooks(toc: Path = ROOT / "_toc.yml") -> list[str]:
+    """The notebook stems `_toc.yml` lists, in book order."""
+    return re.findall(r"file:\s*notebooks/([0-9]{2}_[A-Za-z0-9_]+)", toc.read_text())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def source_digest(nb: nbformat.NotebookNode) -> str:
+    cells = [{"type": c.cell_type, "source": c.source, "tags": sorted(c.get("metadata", {}).get("tags", []))}
+             for c in nb.cells]
+    return sha256_bytes(json.dumps(cells, sort_keys=True).encode())
+
+
+def default_parameters(nb: nbformat.NotebookNode) -> dict[str, Any]:
+    """The literal defaults of the cell tagged ``parameters`` (name = value lines)."""
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ValueError("a numbered notebook needs a cell tagged 'parameters' (the notebook contract)")
+    params: dict[str, Any] = {}
+    for line in cell.source.splitlines():
+        m = re.match(r"^(\w+)\s*=\s*(.+?)\s*(#.*)?$", line)
+        if m:
+            params[m[1]] = m[2]
+    return params
+
+
+def checkpoint_files(name: str, params: dict[str, Any]) -> list[Path]:
+    """The checkpoint files a notebook's numbers depend on: 00 shows every card, the others
+    their model's files (a model named in the overrides wins over the default)."""
+    folder = ROOT / "checkpoints"
+    if name.startswith("00_"):
+        return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json", ".jsonl"))
+    model = str(params.get("model", "")).strip("\"'")
+    return sorted(folder.glob(f"{model}.*"))
+
+
+def data_digest(data_root: Path) -> str:
+    """File names and sizes of the data copy (not contents: that would read 60,000 files)."""
+    if not data_root.is_dir():
+        return "absent"
+    h = hashlib.sha256()
+    for p in sorted(data_root.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            h.update(f"{p.relative_to(data_root)}|{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def notebook_key(name: str, profile: str, overrides: dict[str, Any], data_root: Path,
+                 data_digest_value: str | None = None) -> dict[str, str]:
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    params = {**default_parameters(nb), **overrides}
+    ckpt = hashlib.sha256()
+    for p in checkpoint_files(name, params):
+        ckpt.update(p.name.encode() + b"|" + sha256_bytes(p.read_bytes()).encode() + b"\n")
+    parts = {"source": source_digest(nb),
+             "parameters": sha256_bytes(json.dumps({"profile": profile, **overrides}, sort_keys=True).encode()),
+             "checkpoints": ckpt.hexdigest(),
+             "data": data_digest_value if data_digest_value is not None else data_digest(data_root),
+             "requirements": sha256_bytes((ROOT / "requirements.txt").read_bytes())}
+    parts["key"] = sha256_bytes(json.dumps(parts, sort_keys=True).encode())
+    return parts
+
+
+def stored_key(path: Path) -> dict[str, str] | None:
+    if not path.exists():
+        return None
+    return nbformat.read(path, as_version=4).metadata.get("vitquant", {}).get("key")
+
+
+def execute(name: str, out: Path, profile: str, results: Path, overrides: dict[str, Any],
+            key: dict[str, str], recompute: bool) -> None:
+    """papermill into a temporary file, stamped and renamed on success: no half-written output."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    running = out.with_name(f"{name}.running.ipynb")
+    params = {"profile": profile, "results_dir": os.path.relpath(results, ROOT / "notebooks"), **overrides}
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{name}.ipynb"), str(running),
+           "-k", "python3", "--cwd", str(ROOT / "notebooks")]
+    for k, v in params.items():
+        cmd += ["-y", json.dumps({k: v})]
+    env = dict(os.environ, VITQUANT_RECOMPUTE="1" if recompute else os.environ.get("VITQUANT_RECOMPUTE", ""))
+    print(f"[book] executing {name} ({profile} profile)", flush=True)
+    subprocess.run(cmd, check=True, env=env)
+    nb = nbformat.read(running, as_version=4)
+    nb.metadata["vitquant"] = {"key": key, "profile": profile,
+                               "executed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    nbformat.write(nb, running)
+    running.replace(out)
+
+
+def with_banner(src: Path, dest: Path, text: str) -> None:
+    nb = nbformat.read(src, as_version=4)
+    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+    nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(f":::{{warning}}\n{text}\n:::"))
+    nbformat.write(nb, dest)
+
+
+def stale_reason(old: dict[str, str] | None, new: dict[str, str]) -> str:
+    if old is None:
+        return "no stored output"
+    changed = [p for p in KEY_PARTS if old.get(p) != new[p]]
+    return "changed since it was executed: " + ", ".join(changed)
+
+
+def prepare(names: list[str], args: argparse.Namespace, overrides: dict[str, Any]) -> list[Path]:
+    """Bring each notebook's executed copy up to date (or mark it); return the copies to render."""
+    results = (ROOT / args.results).resolve()
+    data_value = data_digest(args.data_root)
+    pages = []
+    for name in names:
+        key = notebook_key(name, args.profile, overrides, args.data_root, data_value)
+        stored = results / "executed" / f"{name}.ipynb"
+        old = stored_key(stored)
+        fresh = old is not None and old.get("key") == key["key"] and not args.recompute
+        page = BOOK / "notebooks" / f"{name}.ipynb"
+        if fresh:
+            print(f"[book] {name}: stored output is current", flush=True)
+            shutil.copyfile(stored, page)
+        elif args.stale == "recompute" or args.recompute:
+            print(f"[book] {name}: {'--recompute' if args.recompute else stale_reason(old, key)}", flush=True)
+            execute(name, stored, args.profile, results, overrides, key, args.recompute)
+            shutil.copyfile(stored, page)
+        elif old is not None:
+            print(f"[book] {name}: STALE ({stale_reason(old, key)}); shown with a warning", flush=True)
+            with_banner(stored, page, f"This page shows outputs stored before its inputs changed "
+                        f"({stale_reason(old, key)}). Run `make book` to recompute it.")
+        else:
+            quick = ROOT / "build" / "executed-quick"
+            print(f"[book] {name}: no stored {args.profile} output; executing the quick profile", flush=True)
+            execute(name, quick / f"{name}.ipynb", "quick", ROOT / "results" / "quick", overrides, key, False)
+            with_banner(quick / f"{name}.ipynb", page, f"No {args.profile}-profile output of this page is "
+                        "stored yet: it was computed with the small quick profile. Run `make book` to "
+                        "compute the published one.")
+        pages.append(page)
+    return pages
+
+
+def build(args: argparse.Namespace) -> int:
+    names = toc_notebooks()
+    if not names:
+        raise SystemExit("error: _toc.yml lists no notebooks/NN_name entries")
+    overrides = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.param)}
+    shutil.rmtree(BOOK, ignore_errors=True)
+    (BOOK / "notebooks").mkdir(parents=True)
+    prepare(names, args, overrides)
+    for f in ("_config.yml", "_toc.yml", "references.bib"):
+        shutil.copyfile(ROOT / f, BOOK / f)
+    shutil.copytree(ROOT / "book", BOOK / "book")
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(BOOK), "-W", "-n", "--keep-going"]
+    rc = subprocess.run(cmd).returncode
+    if rc == 0:
+        print(f"The book: {BOOK / '_build' / 'html' / 'index.html'}")
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="full", choices=("quick", "full"))
+    p.add_argument("--results", default=None, help="results folder (default results/<profile>)")
+    p.add_argument("--stale", default="recompute", choices=("recompute", "mark"),
+                   help="a stale notebook: re-execute it, or show it with a warning (CI)")
+    p.add_argument("--recompute", action="store_true", help="re-execute every notebook, ignoring stored rows")
+    p.add_argument("--data-root", type=Path, default=ROOT / ".cache" / "data" / "cifar10-jpeg")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
+                   help="a papermill parameter for every notebook, e.g. --param seed=1 (part of the key)")
+    args = p.parse_args(argv)
+    for a in args.param:
+        if "=" not in a:
+            p.error(f"--param {a!r}: write NAME=JSON, e.g. --param seed=1")
+    args.results = args.results or f"results/{args.profile}"
+    return build(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
