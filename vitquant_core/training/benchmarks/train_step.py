@@ -1,14 +1,14 @@
 """Seconds per training step of the reference recipes: fp32 against bf16 autocast, eager against compiled.
 
-Builds the trainer of ``vitquant_core.train`` for each setting (same model, recipe, batch
+Builds the trainer of ``vitquant_core.training.train`` for each setting (same model, recipe, batch
 pipeline and optimiser as a real run) on a synthetic uint8 training split, runs a few
 untimed warm-up steps (compilation, oneDNN's first-call kernels), then times steps with the
 settings interleaved so that machine noise hits them alike. Prints the median seconds per
 step, images per second and each setting's speed relative to eager fp32: the figures behind
 ``--bf16`` and ``--compile`` in the training command line.
 
-    .venv/bin/python benchmarks/train_step.py --model resnet20_cifar
-    .venv/bin/python benchmarks/train_step.py --model resnet18_cifar --batch-size 128 --steps 5
+    .venv/bin/python vitquant_core/training/benchmarks/train_step.py --model resnet20_cifar
+    .venv/bin/python vitquant_core/training/benchmarks/train_step.py --model resnet18_cifar --batch-size 128 --steps 5
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 
 from vitquant_core.data import ImageSplit
 from vitquant_core.models import CIFAR10_MEAN, CIFAR10_STD
-from vitquant_core.train import TrainConfig, _Trainer, _sync, bf16_supported
+from vitquant_core.training.train import TrainConfig, _Trainer, _sync, bf16_supported
 
 
 def synthetic_split(n: int, seed: int = 0) -> ImageSplit:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vitquant_core import models as M
-from vitquant_core.train import TrainConfig, epochs_that_fit, history_before, parse_args, plan_epochs, train
+from vitquant_core.training.train import TrainConfig, epochs_that_fit, history_before, parse_args, plan_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_train_cnn_writes_card_and_resumes_identically(tiny_cifar, tmp_path):
 
 
 def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
-    import vitquant_core.train as T
+    import vitquant_core.training.train as T
 
     cfg = dict(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar), seed=1)
     ref = train(TrainConfig(**cfg, out=str(tmp_path / "ref.safetensors")))
@@ -82,7 +82,7 @@ def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
 
 
 def test_a_run_killed_while_saving_keeps_its_last_resume_state(tiny_cifar, tmp_path, monkeypatch):
-    import vitquant_core.train as T
+    import vitquant_core.training.train as T
 
     out = tmp_path / "k.safetensors"
     real_save = torch.save
@@ -112,7 +112,7 @@ def test_time_budget_probe_is_not_thrown_by_one_stalled_step(tiny_cifar, monkeyp
     """A single step stalled (a late recompilation, a busy core) must not stretch every planned epoch."""
     import time
 
-    import vitquant_core.train as T
+    import vitquant_core.training.train as T
     from vitquant_core.data import load_cifar10
 
     real_step, calls, stall_s = T._Trainer.step, [], 4.0
@@ -208,7 +208,7 @@ def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypa
     model, info = M.load_model("deit_tiny_cifar", out)
     assert model.blocks[0].attn.qkv.weight.dtype == torch.float32
     from vitquant_core.data import load_cifar10
-    from vitquant_core.train import _test_top1
+    from vitquant_core.training.train import _test_top1
 
     assert _test_top1(model, load_cifar10("test", tiny_cifar), "cpu", False) == card["test_top1"]
     half = out.stat().st_size
@@ -217,9 +217,9 @@ def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypa
 
 
 def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path):
-    from vitquant_core.augment import random_crop_flip, trivial_augment_wide
+    from vitquant_core.training.augment import random_crop_flip, trivial_augment_wide
     from vitquant_core.data import load_cifar10
-    from vitquant_core.train import _Trainer, _epoch_generator
+    from vitquant_core.training.train import _Trainer, _epoch_generator
 
     cfg = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar))
     assert cfg.vit_augment == "batched"
@@ -242,9 +242,9 @@ def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path
 
 
 def test_cnn_trivial_augment_is_opt_in_seeded_and_repeated_by_its_card(tiny_cifar, tmp_path):
-    from vitquant_core.augment import random_crop_flip, trivial_augment_wide
+    from vitquant_core.training.augment import random_crop_flip, trivial_augment_wide
     from vitquant_core.data import load_cifar10
-    from vitquant_core.train import _Trainer, _epoch_generator
+    from vitquant_core.training.train import _Trainer, _epoch_generator
 
     split = load_cifar10("train", tiny_cifar)
     g = _epoch_generator(0, 0)
@@ -270,7 +270,7 @@ def test_cnn_trivial_augment_is_opt_in_seeded_and_repeated_by_its_card(tiny_cifa
 
 
 def test_vit_without_mixing_trains_on_hard_labels_and_its_card_says_so(tiny_cifar, tmp_path):
-    from vitquant_core.train import _Trainer, _mixing
+    from vitquant_core.training.train import _Trainer, _mixing
     from vitquant_core.data import load_cifar10
 
     cfg = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar),

@@ -1,7 +1,7 @@
-"""scripts/train_reference_models.sh: which runs it starts, with which options (nothing is trained).
+"""vitquant_core/training/scripts/train_reference_models.sh: which runs it starts, with which options (nothing is trained).
 
 A stub interpreter records each command line; every training command is then parsed by
-``vitquant_core.train``'s own command line into a validated ``TrainConfig``.
+``vitquant_core.training.train``'s own command line into a validated ``TrainConfig``.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from vitquant_core import train as T
+from vitquant_core.training import train as T
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "train_reference_models.sh"
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "vitquant_core" / "training" / "scripts" / "train_reference_models.sh"
 
 
 def run_script(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
@@ -30,11 +30,11 @@ def run_script(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Compl
 
 
 def configs(calls: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> dict[str, T.TrainConfig]:
-    """The TrainConfig each `python -m vitquant_core.train ...` call would train."""
+    """The TrainConfig each `python -m vitquant_core.training.train ...` call would train."""
     seen: list[T.TrainConfig] = []
     monkeypatch.setattr(T, "train", seen.append)
     for argv in calls:
-        if argv[:2] == ["-m", "vitquant_core.train"]:
+        if argv[:2] == ["-m", "vitquant_core.training.train"]:
             T.main(argv[2:])
     return {c.model: c for c in seen}
 

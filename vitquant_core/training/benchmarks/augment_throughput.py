@@ -1,4 +1,4 @@
-"""The ViT recipe's augmentation, per image (torchvision) against batched (vitquant_core.augment).
+"""The ViT recipe's augmentation, per image (torchvision) against batched (vitquant_core.training.augment).
 
 Both pipelines do the same work on the same uint8 batches: random crop (pad 4) + flip, then
 TrivialAugmentWide with one draw per image. torchvision's ``v2.TrivialAugmentWide`` draws
@@ -7,7 +7,7 @@ pipeline transforms the images that drew the same operation together. Repeats ar
 interleaved so that machine noise hits both alike; prints the median milliseconds per image
 of each, on one CPU thread and, where there is one, on the GPU, and their ratios.
 
-    .venv/bin/python benchmarks/augment_throughput.py
+    .venv/bin/python vitquant_core/training/benchmarks/augment_throughput.py
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import time
 import torch
 from torchvision.transforms import v2
 
-from vitquant_core.augment import random_crop_flip, trivial_augment_wide
+from vitquant_core.training.augment import random_crop_flip, trivial_augment_wide
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""benchmarks/train_step.py runs the real trainer's step and prints a figure for every setting."""
+"""vitquant_core/training/benchmarks/train_step.py runs the real trainer's step and prints a figure for every setting."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitquant_core.train import bf16_supported
+from vitquant_core.training.train import bf16_supported
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "vitquant_core" / "training" / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -7,8 +7,8 @@ re-implementation is faithful. The package is written for a CUDA GPU in fp16; th
 below change only where it runs (CPU, fp32) and its GPU timer, never the recipe, and each
 one must match the released source exactly or the script stops.
 
-    .venv/bin/python benchmarks/airbench_reference.py               # about 35 min on 2 CPU cores
-    .venv/bin/python benchmarks/airbench_reference.py --work /tmp/ab --seed 1
+    .venv/bin/python vitquant_core/training/benchmarks/airbench_reference.py               # about 35 min on 2 CPU cores
+    .venv/bin/python vitquant_core/training/benchmarks/airbench_reference.py --work /tmp/ab --seed 1
 
 It prints the package's own per-epoch table; its last row's ``tta_val_acc`` is the figure to
 set beside data_copy_probe.py's "with TTA".

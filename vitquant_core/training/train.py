@@ -12,7 +12,7 @@ Recipes are the well-known ones for each family:
 Decoded images live in one uint8 tensor (decoding JPEGs is the bottleneck otherwise);
 bf16 autocast is used where the device supports it; a resumable state is written every
 epoch; the same code runs on a GPU (``device="cuda"``, optional ``torch.compile``). The
-augmentation runs batched where the model runs (:mod:`vitquant_core.augment`): crop and
+augmentation runs batched where the model runs (:mod:`vitquant_core.training.augment`): crop and
 flip for the CNNs, and for the ViT (and a CNN with ``trivial_augment``) also TrivialAugment
 with one draw per image. The ViT's ``vit_augment="per-image"`` keeps torchvision's own
 ``TrivialAugmentWide``, one image at a time in DataLoader workers (``workers``), the
@@ -29,7 +29,7 @@ Each epoch's line in ``<checkpoint>.train.jsonl`` records, besides loss and top-
 seconds spent waiting for batches (``data_wait_seconds``): close to the epoch's seconds, the
 batch pipeline bounds the run; close to zero, the training step does.
 
-Run ``python -m vitquant_core.train --help``.
+Run ``python -m vitquant_core.training.train --help``.
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import models as M
+from .. import models as M
 from .augment import random_crop_flip, trivial_augment_wide
-from .data import ImageSplit, load_cifar10
+from ..data import ImageSplit, load_cifar10
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -677,7 +677,7 @@ def _parse_bool_or_auto(text: str) -> bool | None:
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of a command line: one ``--option`` per field, its help from the field."""
-    p = argparse.ArgumentParser(prog="python -m vitquant_core.train",
+    p = argparse.ArgumentParser(prog="python -m vitquant_core.training.train",
                                 description="Train a reference model on CIFAR-10.")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
