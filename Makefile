@@ -43,9 +43,11 @@ venv: $(STAMP)
 # Re-run only when the pins or the package metadata change. pip leaves what already
 # satisfies the pins alone, so an existing venv is not reinstalled. The venv is created
 # only when missing: re-running `venv` over it could repoint it at another python3.
-$(STAMP): requirements.txt pyproject.toml
+# requirements.txt pins what computes the results (it is part of every notebook's key);
+# requirements-dev.txt pins the tools around them (ruff, Playwright for the browser check).
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -r requirements.txt
+	$(VPY) -m pip install -r requirements.txt -r requirements-dev.txt
 	$(VPY) -m pip install --no-deps -e .
 	touch $@
 
