@@ -21,7 +21,11 @@ SCRIPT = ROOT / "vitquant_core" / "training" / "scripts" / "train_reference_mode
 def run_script(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     calls = tmp_path / "calls.txt"
     stub = tmp_path / "python"
-    stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {shlex.quote(str(calls))}\necho >> {calls}\n')
+    # the script starts runs in parallel: each call is one write of its whole line (an O_APPEND
+    # write of a short line is atomic), so two calls' lines cannot interleave
+    stub.write_text("#!/usr/bin/env bash\n"
+                    'printf -v line "%q " "$@"\n'
+                    f"printf '%s\\n' \"$line\" >> {shlex.quote(str(calls))}\n")
     stub.chmod(0o755)
     proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": str(stub), "RUNS": str(tmp_path / "runs"), **env})
