@@ -30,11 +30,12 @@ VARIANTS: dict[str, dict[str, bool]] = {  # which of the paper's three parts eac
 }
 ABLATION = ("standard", *VARIANTS)
 # What a parameter left at None means in each profile. The full profile is the paper's search
-# (C = 100 candidates, at most 20 rounds) on 128 calibration images and the whole test split;
-# the quick one is sized for minutes on 2 CPU cores.
+# (C = 100 candidates, at most 20 rounds) on 64 calibration images (RepQ-ViT and PTQ4ViT
+# calibrate with 32) and the whole test split: about 5 min per calibration on 2 CPU cores.
+# The quick one is sized for minutes in all.
 PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
     "quick": {"n_calib": 32, "n_eval": 500, "n_candidates": 20, "max_rounds": 4},
-    "full": {"n_calib": 128, "n_eval": 0, "n_candidates": 100, "max_rounds": 20},
+    "full": {"n_calib": 64, "n_eval": 0, "n_candidates": 100, "max_rounds": 20},
 }
 
 
@@ -52,6 +53,21 @@ def check_ablation(ablation: list[str]) -> None:
     unknown = [v for v in ablation if v not in ABLATION]
     if unknown:
         raise ValueError(f"parameter ablation: unknown variants {unknown}; choose from {list(ABLATION)}")
+
+
+def check_study_parameters(settings: list[str], ablation: list[str], n_attention_images: int,
+                           check_setting: str, **flags: bool) -> None:
+    """Notebook 03's own parameters, checked before anything is computed."""
+    check_ablation(ablation)
+    if isinstance(settings, str) or not isinstance(settings, (list, tuple)) or not settings:
+        raise TypeError(f"parameter settings must be a non-empty list such as ['W8A8', 'W4A8'], got {settings!r}")
+    for s in [*settings, check_setting]:
+        QuantConfig.from_label(s)  # raises, naming the label, for anything but 'W<bits>A<bits>'
+    if isinstance(n_attention_images, bool) or not isinstance(n_attention_images, int) or n_attention_images < 1:
+        raise ValueError(f"parameter n_attention_images must be an integer >= 1, got {n_attention_images!r}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"parameter {name} must be True or False, got {value!r}")
 
 
 def sampled_pairs_check(fp_scores: dict[str, torch.Tensor], q_scores: dict[str, torch.Tensor],
