@@ -1,0 +1,3 @@
+from .unpack import main
+
+main()
