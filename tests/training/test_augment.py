@@ -5,8 +5,14 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from vitquant_core.training.augment import (NUM_MAGNITUDE_BINS, TRIVIAL_AUGMENT_OPS, _magnitude_bins, random_crop_flip,
-                                   sample_trivial_augment, trivial_augment_wide)
+from vitquant_core.training.augment import (
+    NUM_MAGNITUDE_BINS,
+    TRIVIAL_AUGMENT_OPS,
+    _magnitude_bins,
+    random_crop_flip,
+    sample_trivial_augment,
+    trivial_augment_wide,
+)
 
 
 def _images(n: int = 12, seed: int = 0) -> torch.Tensor:

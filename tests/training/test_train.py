@@ -1,36 +1,23 @@
-"""Training: the ViT and CNN pipelines, epoch planning by time budget, resume, checkpoint storage.
+"""Training: the ViT and CNN pipelines, resume, warm restarts, checkpoint storage.
 
-Runs on a tiny CIFAR-shaped ImageFolder (a few PNGs per class), so every case trains for
-real in seconds; the full-length runs are the shipped checkpoints themselves.
+Runs on a tiny CIFAR-shaped ImageFolder (the ``tiny_cifar`` fixture), so every case trains
+for real in seconds; the full-length runs are the shipped checkpoints themselves.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vitquant_core import models as M
-from vitquant_core.training.train import TrainConfig, epochs_that_fit, history_before, parse_args, plan_epochs, train
-
-
-@pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_cifar")
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 8), ("test", 4)):
-        for c in range(10):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                # class-dependent mean colour, so a few steps can learn something
-                img = rng.integers(0, 60, (32, 32, 3)) + 19 * c
-                Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
-    return root
+from vitquant_core.data import load_cifar10
+from vitquant_core.training.augment import random_crop_flip, trivial_augment_wide
+from vitquant_core.training.config import TrainConfig
+from vitquant_core.training.history import history_before
+from vitquant_core.training.train import _mixing, train
+from vitquant_core.training.trainer import Trainer, epoch_generator, evaluate_top1
 
 
 def test_train_cnn_writes_card_and_resumes_identically(tiny_cifar, tmp_path):
@@ -58,7 +45,7 @@ def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
     ref = train(TrainConfig(**cfg, out=str(tmp_path / "ref.safetensors")))
 
     # interrupt the same run after epoch 2 (as a crash would), then resume it
-    real_test = T._test_top1
+    real_test = T.evaluate_top1
     calls = {"n": 0}
 
     def crash_after_two(*a, **k):
@@ -67,10 +54,10 @@ def test_resume_matches_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_test(*a, **k)
 
-    monkeypatch.setattr(T, "_test_top1", crash_after_two)
+    monkeypatch.setattr(T, "evaluate_top1", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**cfg, out=str(tmp_path / "res.safetensors")))
-    monkeypatch.setattr(T, "_test_top1", real_test)
+    monkeypatch.setattr(T, "evaluate_top1", real_test)
     assert (tmp_path / "res.resume.pt").exists()
     resumed = train(TrainConfig(**cfg, out=str(tmp_path / "res.safetensors")))
     assert not (tmp_path / "res.resume.pt").exists()
@@ -106,56 +93,6 @@ def test_a_run_killed_while_saving_keeps_its_last_resume_state(tiny_cifar, tmp_p
     card = train(TrainConfig(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar), out=str(out)))
     assert card["epochs"] == 3 and [json.loads(r)["epoch"] for r in
                                     out.with_suffix(".train.jsonl").read_text().splitlines()] == [1, 2, 3]
-
-
-def test_time_budget_probe_is_not_thrown_by_one_stalled_step(tiny_cifar, monkeypatch):
-    """A single step stalled (a late recompilation, a busy core) must not stretch every planned epoch."""
-    import time
-
-    import vitquant_core.training.train as T
-    from vitquant_core.data import load_cifar10
-
-    real_step, calls, stall_s = T._Trainer.step, [], 4.0
-
-    def step(self, xb, y):
-        calls.append(1)
-        if len(calls) == 10:  # one of the 20 timed steps (after 5 untimed warm-up steps)
-            time.sleep(stall_s)
-        return real_step(self, xb, y)
-
-    monkeypatch.setattr(T._Trainer, "step", step)
-    tr, te = load_cifar10("train", tiny_cifar), load_cifar10("test", tiny_cifar)
-    cfg = TrainConfig(model="resnet20_cifar", epochs=50, batch_size=2, data_root=str(tiny_cifar))
-    plan = plan_epochs(cfg, 1e6, tr, te)
-    assert len(calls) == 25  # 40 steps to an epoch: 5 warm-up + 20 timed
-    # a mean over the 20 timed steps would be at least stall_s / 20 = 0.2 s
-    assert plan["step_seconds"] < stall_s / 20
-
-
-def test_epochs_that_fit():
-    # 100 s: 95 usable, minus 10 s probe and 5 s final evaluation = 80 s, 7 s epochs -> 11
-    assert epochs_that_fit(100, 10, 5, 7, max_epochs=50) == 11
-    assert epochs_that_fit(100, 10, 5, 7, max_epochs=8) == 8  # the cap
-    assert epochs_that_fit(10, 10, 5, 7, max_epochs=50) == 1  # never zero
-
-
-def test_time_budget_plans_epochs_before_the_run(tiny_cifar, tmp_path):
-    cfg = TrainConfig(model="resnet20_cifar", epochs=50, batch_size=16, data_root=str(tiny_cifar))
-    from vitquant_core.data import load_cifar10
-
-    tr, te = load_cifar10("train", tiny_cifar), load_cifar10("test", tiny_cifar)
-    plan = plan_epochs(cfg, 1e6, tr, te)
-    assert plan["epochs"] == 50  # a huge budget: the cap
-    # the measured parts (timings, so only their signs and relations are checked)
-    assert plan["step_seconds"] > 0 and plan["final_eval_seconds"] > 0
-    assert plan["epoch_seconds"] >= plan["step_seconds"] * (len(tr) // 16)
-    assert plan_epochs(cfg, 1e-3, tr, te)["epochs"] == 1  # never zero
-
-    card = train(TrainConfig(model="resnet20_cifar", epochs=3, batch_size=16, data_root=str(tiny_cifar),
-                             time_budget=1e6, out=str(tmp_path / "tb.safetensors")))
-    assert card["epochs"] == 3 and card["time_budget_plan"]["epochs"] == 3
-    again = TrainConfig.from_card(card)
-    assert again.epochs == 3 and again.time_budget is None and again.batch_size == 16
 
 
 def test_a_run_stopped_early_is_repeated_by_its_card(tiny_cifar, tmp_path):
@@ -207,27 +144,22 @@ def test_vit_distilled_float16_storage_round_trip(tiny_cifar, tmp_path, monkeypa
     # the registry rebuilds the distilled architecture from the card, and the card's figure is the file's
     model, info = M.load_model("deit_tiny_cifar", out)
     assert model.blocks[0].attn.qkv.weight.dtype == torch.float32
-    from vitquant_core.data import load_cifar10
-    from vitquant_core.training.train import _test_top1
 
-    assert _test_top1(model, load_cifar10("test", tiny_cifar), "cpu", False) == card["test_top1"]
+    assert evaluate_top1(model, load_cifar10("test", tiny_cifar), "cpu", False) == card["test_top1"]
     half = out.stat().st_size
     full = M.save_checkpoint(model, tmp_path / "full.safetensors", {})["size_bytes"]
     assert half < 0.6 * full
 
 
 def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path):
-    from vitquant_core.training.augment import random_crop_flip, trivial_augment_wide
-    from vitquant_core.data import load_cifar10
-    from vitquant_core.training.train import _Trainer, _epoch_generator
 
     cfg = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar))
     assert cfg.vit_augment == "batched"
     split = load_cifar10("train", tiny_cifar)
-    tr = _Trainer(cfg, 1, split)
+    tr = Trainer(cfg, 1, split)
     x, y = next(tr.batches(0))
     # the batch is the seeded crop/flip then TrivialAugment of the epoch's first indices
-    g = _epoch_generator(cfg.seed, 0)
+    g = epoch_generator(cfg.seed, 0)
     idx = torch.randperm(len(split), generator=g)[:16]
     expected = trivial_augment_wide(random_crop_flip(split.images[idx], g), g)
     assert torch.equal(x, expected) and torch.equal(y, split.labels[idx])
@@ -242,26 +174,24 @@ def test_vit_batched_augmentation_is_the_default_and_seeded(tiny_cifar, tmp_path
 
 
 def test_cnn_trivial_augment_is_opt_in_seeded_and_repeated_by_its_card(tiny_cifar, tmp_path):
-    from vitquant_core.training.augment import random_crop_flip, trivial_augment_wide
-    from vitquant_core.data import load_cifar10
-    from vitquant_core.training.train import _Trainer, _epoch_generator
 
     split = load_cifar10("train", tiny_cifar)
-    g = _epoch_generator(0, 0)
+    g = epoch_generator(0, 0)
     idx = torch.randperm(len(split), generator=g)[:16]
     cropped = random_crop_flip(split.images[idx], g)
     plain = TrainConfig(model="resnet20_cifar", epochs=1, batch_size=16, max_steps=1, data_root=str(tiny_cifar))
-    x, _ = next(_Trainer(plain, 1, split).batches(0))
+    x, _ = next(Trainer(plain, 1, split).batches(0))
     assert torch.equal(x, cropped)  # the CNN recipe: crop and flip only
     cfg = dataclasses.replace(plain, trivial_augment=True, out=str(tmp_path / "ta.safetensors"))
-    x, _ = next(_Trainer(cfg, 1, split).batches(0))
+    x, _ = next(Trainer(cfg, 1, split).batches(0))
     assert torch.equal(x, trivial_augment_wide(cropped, g)) and not torch.equal(x, cropped)
     card = train(cfg)
-    assert card["recipe"]["augmentation"] == "random crop (pad 4) + flip + TrivialAugmentWide (batched, one draw per image)"
+    assert card["recipe"]["augmentation"] == (
+        "random crop (pad 4) + flip + TrivialAugmentWide (batched, one draw per image)")
     assert TrainConfig.from_card(card).trivial_augment is True
     # cards from before the option: each family's own recipe
     legacy = card | {"recipe": {k: v for k, v in card["recipe"].items() if k != "trivial_augment"}}
-    assert _Trainer(TrainConfig.from_card(legacy), 1, split).trivial_augment is False
+    assert Trainer(TrainConfig.from_card(legacy), 1, split).trivial_augment is False
     # a ViT can turn it off (per-image workers then apply crop and flip only)
     vit = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=1, data_root=str(tiny_cifar),
                       trivial_augment=False, vit_augment="per-image", mixup=0.0, cutmix=0.0,
@@ -270,84 +200,15 @@ def test_cnn_trivial_augment_is_opt_in_seeded_and_repeated_by_its_card(tiny_cifa
 
 
 def test_vit_without_mixing_trains_on_hard_labels_and_its_card_says_so(tiny_cifar, tmp_path):
-    from vitquant_core.training.train import _Trainer, _mixing
-    from vitquant_core.data import load_cifar10
 
     cfg = TrainConfig(model="deit_tiny_cifar", epochs=1, batch_size=16, max_steps=2, data_root=str(tiny_cifar),
                       mixup=0.0, cutmix=0.0, out=str(tmp_path / "plain.safetensors"))
-    assert _Trainer(cfg, 1, load_cifar10("train", tiny_cifar)).mixup_fn is None  # timm's Mixup refuses 0/0
+    assert Trainer(cfg, 1, load_cifar10("train", tiny_cifar)).mixup_fn is None  # timm's Mixup refuses 0/0
     card = train(cfg)
     assert card["recipe"]["augmentation"].endswith("one draw per image)")
     assert "mix" not in card["recipe"]["augmentation"]
     assert _mixing(TrainConfig(model="deit_tiny_cifar", mixup=0.0)) == " + cutmix"
     assert _mixing(TrainConfig(model="deit_tiny_cifar")) == " + mixup/cutmix"
-
-
-def test_from_card_warns_when_the_default_teacher_is_not_the_one_distilled_from():
-    shipped = M.read_card(M.get_entry("resnet18_cifar").default_checkpoint)
-    recipe = {"model": "deit_tiny_cifar", "teacher": "resnet18_cifar", "teacher_checkpoint": None}
-    same = {"file": "deit.safetensors", "epochs": 1, "recipe": recipe,
-            "teacher": {"model": "resnet18_cifar", "file": "resnet18_cifar.safetensors",
-                        "sha256": shipped["sha256"], "test_top1": shipped["test_top1"]}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert TrainConfig.from_card(same).teacher == "resnet18_cifar"
-        # cards written before teachers were recorded, and runs without a teacher, say nothing
-        TrainConfig.from_card({k: v for k, v in same.items() if k != "teacher"})
-    other = same | {"teacher": same["teacher"] | {"sha256": "0" * 64, "test_top1": 80.0}}
-    with pytest.warns(UserWarning, match=r"distilled from resnet18_cifar.safetensors \(80.0 %.*teacher_checkpoint"):
-        cfg = TrainConfig.from_card(other)
-    assert cfg.teacher_checkpoint is None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an explicit teacher checkpoint is the user's choice
-        TrainConfig.from_card(other, teacher_checkpoint="runs/old_teacher.safetensors")
-
-
-def test_bad_config_is_refused():
-    with pytest.raises(ValueError, match="vit_augment"):
-        TrainConfig(vit_augment="gpu")
-    with pytest.raises(ValueError, match="registered CIFAR model"):
-        TrainConfig(model="resnet1000")
-    with pytest.raises(ValueError, match="store_dtype"):
-        TrainConfig(store_dtype="int8")
-    with pytest.raises(ValueError, match="time_budget"):
-        TrainConfig(time_budget=0)
-    with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(epochs=0)
-    with pytest.raises(ValueError, match="eval_every"):
-        TrainConfig(eval_every=0)
-    with pytest.raises(ValueError, match="max_steps"):
-        TrainConfig(max_steps=0)
-
-
-def test_command_line_gives_each_option_its_type_and_refuses_bad_values(capsys):
-    assert parse_args([]) == TrainConfig()
-    cfg = parse_args(["--model", "deit_tiny_cifar", "--lr", "5e-2", "--bf16", "auto", "--compile", "yes",
-                      "--max-steps", "3", "--time-budget", "60", "--teacher", "resnet18_cifar"])
-    assert (cfg.model, cfg.lr, cfg.bf16, cfg.compile, cfg.max_steps, cfg.time_budget, cfg.teacher) == (
-        "deit_tiny_cifar", 0.05, None, True, 3, 60.0, "resnet18_cifar")
-    assert type(cfg.lr) is float and type(cfg.max_steps) is int and type(cfg.time_budget) is float
-    assert parse_args(["--bf16", "False", "--compile", "0"]).bf16 is False
-    for argv, message in [(["--compile", "maybe"], "'maybe' is not true or false"),
-                          (["--bf16", "sometimes"], "'sometimes' is not true or false"),
-                          (["--epochs", "ten"], "invalid int value: 'ten'"),
-                          (["--eval-every", "0"], "eval_every must be >= 1"),
-                          (["--init-from", "nowhere.safetensors"], "no checkpoint at nowhere.safetensors")]:
-        with pytest.raises(SystemExit) as exit_:
-            parse_args(argv)
-        assert exit_.value.code == 2  # argparse's usage error, not a traceback
-        assert message in capsys.readouterr().err
-
-
-def test_command_line_help_describes_every_option(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "500")  # one line per option, so each help text appears whole
-    with pytest.raises(SystemExit):
-        parse_args(["--help"])
-    out = capsys.readouterr().out
-    for f in dataclasses.fields(TrainConfig):
-        if f.name != "extra":
-            assert f"--{f.name.replace('_', '-')}" in out and f.metadata["help"] in out
-    assert "(default: 128)" in out and "(default: resnet20_cifar)" in out
 
 
 def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar, tmp_path):
@@ -382,7 +243,8 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
         TrainConfig.from_card(replaced)
     with pytest.raises(ValueError, match="now holds SHA-256"):
         TrainConfig.from_card(b, init_from=str(tmp_path / "f.safetensors"))  # named by hand, too
-    assert TrainConfig.from_card(replaced, init_from=str(tmp_path / "a.safetensors")).init_from.endswith("a.safetensors")
+    again = TrainConfig.from_card(replaced, init_from=str(tmp_path / "a.safetensors"))
+    assert again.init_from.endswith("a.safetensors")
     # a chain of restarts counts every epoch behind the weights
     c = train(TrainConfig(**cfg, init_from=str(tmp_path / "b.safetensors"), out=str(tmp_path / "c.safetensors")))
     assert c["initialised_from"]["epochs"] == 2 and c["epochs_in_total"] == 3
@@ -404,31 +266,6 @@ def test_warm_restart_starts_from_the_given_checkpoint_and_records_it(tiny_cifar
     # and a fresh run written there leaves no stale one behind
     train(TrainConfig(**cfg, out=str(tmp_path / "a.safetensors")))
     assert not (tmp_path / "a.init.train.jsonl").exists()
-
-
-def test_history_tags_a_vits_drop_path_so_a_plot_can_mark_where_it_changed(tmp_path):
-    # stochastic depth acts on training batches only, so turning it off at a restart moves the
-    # training-batch curve by itself; a CNN's card carries the field but never uses it
-    def run(name, model, drop_path, epochs, init=None):
-        recipe = {"augmentation": "random crop (pad 4) + flip", "drop_path": drop_path}
-        card = {"model": model, "recipe": recipe, "epochs": epochs, "initialised_from": init}
-        if init:
-            card["epochs_in_total"] = epochs + init["epochs"]
-        (tmp_path / f"{name}.json").write_text(json.dumps(card))
-        rows = [{"epoch": e + 1, "train_top1": 50.0 + e} for e in range(epochs)]
-        (tmp_path / f"{name}.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    run("v0", "deit_tiny_cifar", 0.1, 2)
-    first = history_before(tmp_path / "v0.safetensors")
-    assert [(r["run"], r["epoch"], r["drop_path"]) for r in first] == [(0, 1, 0.1), (0, 2, 0.1)]
-    # a restart's .init.train.jsonl is what history_before gave for its starting checkpoint
-    (tmp_path / "v1.init.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
-    run("v1", "deit_tiny_cifar", 0.0, 1, init={"file": "v0.safetensors", "epochs": 2})
-    assert [(r["run"], r["epoch"], r["drop_path"]) for r in history_before(tmp_path / "v1.safetensors")] == [
-        (0, 1, 0.1), (0, 2, 0.1), (1, 3, 0.0)]
-    run("c0", "resnet20_cifar", 0.1, 1)
-    assert [set(r) for r in history_before(tmp_path / "c0.safetensors")] == [
-        {"epoch", "train_top1", "run", "augmentation"}]
 
 
 def test_warm_restart_refuses_a_missing_altered_or_foreign_checkpoint(tiny_cifar, tmp_path):

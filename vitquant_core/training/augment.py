@@ -20,8 +20,6 @@ every device.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF

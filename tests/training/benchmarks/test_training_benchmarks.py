@@ -1,4 +1,5 @@
-"""vitquant_core/training/benchmarks/train_step.py runs the real trainer's step and prints a figure for every setting."""
+"""The training and data-copy benchmarks (vitquant_core/training/benchmarks/): train_step.py runs the
+real trainer's step and prints a figure for every setting; data_copy_probe.py and airbench_reference.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitquant_core.training.train import bf16_supported
+from vitquant_core.training.trainer import bf16_supported
 
 ROOT = Path(__file__).resolve().parents[3]
+BENCHMARKS = ROOT / "vitquant_core" / "training" / "benchmarks"
 
 
 def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "vitquant_core" / "training" / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

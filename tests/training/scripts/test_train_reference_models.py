@@ -1,4 +1,5 @@
-"""vitquant_core/training/scripts/train_reference_models.sh: which runs it starts, with which options (nothing is trained).
+"""vitquant_core/training/scripts/train_reference_models.sh: which runs it starts, with which options
+(nothing is trained).
 
 A stub interpreter records each command line; every training command is then parsed by
 ``vitquant_core.training.train``'s own command line into a validated ``TrainConfig``.

@@ -14,9 +14,12 @@ smoothing 0.2, a triangular learning-rate schedule over 9.9 epochs at batch 1024
 "alternating flip", random 2-pixel translation and an exponential moving average of the
 weights copied back every 5 steps (Lookahead).
 
-    .venv/bin/python vitquant_core/training/benchmarks/data_copy_probe.py                    # 1 run on CIFAR-10 found by vitquant_core.data
-    .venv/bin/python vitquant_core/training/benchmarks/data_copy_probe.py --seeds 0 1 --bf16  # 2 runs, bf16 autocast (CPU with AVX-512 BF16)
-    .venv/bin/python vitquant_core/training/benchmarks/data_copy_probe.py --seeds 0 1 --bf16 --out checkpoints  # the file notebook 00 shows
+    # 1 run on CIFAR-10 found by vitquant_core.data
+    .venv/bin/python vitquant_core/training/benchmarks/data_copy_probe.py
+    # 2 runs, bf16 autocast (CPU with AVX-512 BF16)
+    .venv/bin/python vitquant_core/training/benchmarks/data_copy_probe.py --seeds 0 1 --bf16
+    # the file notebook 00 shows
+    .venv/bin/python vitquant_core/training/benchmarks/data_copy_probe.py --seeds 0 1 --bf16 --out checkpoints
 
 ``--out DIR`` writes the runs, with their provenance, to ``DIR/data_copy_probe.json``
 (atomically, through ``vitquant_core.results``); the model cards' notes cite that file.
@@ -31,7 +34,7 @@ import contextlib
 import math
 import statistics
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -248,7 +251,8 @@ def main() -> None:
     train, test = load_cifar10("train", args.data_root), load_cifar10("test", args.data_root)
     prov = Provenance("data_copy_probe", dataset=train.describe(), seeds=args.seeds, max_steps=args.max_steps,
                       precision="bf16 autocast" if args.bf16 else "fp32", threads=torch.get_num_threads(),
-                      recipe="airbench94 (Jordan 2024), re-implemented in vitquant_core/training/benchmarks/data_copy_probe.py",
+                      recipe="airbench94 (Jordan 2024), re-implemented in "
+                             "vitquant_core/training/benchmarks/data_copy_probe.py",
                       hyperparameters=HYP)
     print(f"data: {train.describe()['copy']} at {train.root}, {len(train)} train / {len(test)} test images")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'bf16 autocast' if args.bf16 else 'fp32'}")

@@ -21,7 +21,8 @@ import torch
 
 from vitquant_core.data import ImageSplit
 from vitquant_core.models import CIFAR10_MEAN, CIFAR10_STD
-from vitquant_core.training.train import TrainConfig, _Trainer, _sync, bf16_supported
+from vitquant_core.training.config import TrainConfig
+from vitquant_core.training.trainer import Trainer, bf16_supported, sync
 
 
 def synthetic_split(n: int, seed: int = 0) -> ImageSplit:
@@ -58,22 +59,22 @@ def main() -> None:
         cfg = TrainConfig(model=args.model, batch_size=args.batch_size, device=args.device,
                           bf16=bf16, compile=compiled, epochs=1)
         name = f"{'bf16' if bf16 else 'fp32'}, {'compiled' if compiled else 'eager'}"
-        trainers[name] = _Trainer(cfg, 1, split)
+        trainers[name] = Trainer(cfg, 1, split)
         streams[name] = trainers[name].batches(epoch=0)
     for name, tr in trainers.items():  # warm-up, setting by setting
         t = time.perf_counter()
         for _ in range(args.warmup):
             tr.step(*next(streams[name]))
-        _sync(args.device)
+        sync(args.device)
         print(f"  warm-up {name:16s} {time.perf_counter() - t:6.1f} s")
     times: dict[str, list[float]] = {k: [] for k in trainers}
     for _ in range(args.steps):
         for name, tr in trainers.items():
             batch = next(streams[name])
-            _sync(args.device)
+            sync(args.device)
             t = time.perf_counter()
             tr.step(*batch)
-            _sync(args.device)
+            sync(args.device)
             times[name].append(time.perf_counter() - t)
     print(f"{args.model}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} thread(s), "
           f"torch {torch.__version__}; median of {args.steps} interleaved steps")
