@@ -106,3 +106,115 @@ def test_shipped_resnet20_reproduces_its_card(cifar_root):
     model, info = M.load_model("resnet20_cifar")
     top1 = evaluate(model, load_cifar10("test").loader(batch_size=500)).top1
     assert abs(top1 - info["card"]["test_top1"]) <= 0.1
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to reach the network, or to fetch published weights, fails at once (the hub
+    client would otherwise retry a refused connection for about 50 s)."""
+    import socket
+
+    import timm.models._builder
+    import torchvision.models._api
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", refuse)
+
+
+@pytest.fixture
+def resnet20_file(tmp_path):
+    torch.manual_seed(0)
+    m = M.create_model("resnet20_cifar")
+    M.save_checkpoint(m, tmp_path / "r20.safetensors", {"model": "resnet20_cifar"})
+    return tmp_path / "r20.safetensors"
+
+
+@pytest.mark.parametrize("load", [
+    lambda p: M.create_model("resnet18_cifar", checkpoint=p),
+    lambda p: M.load_model("resnet18_cifar", checkpoint=p),
+], ids=["create_model", "load_model"])
+def test_checkpoint_of_another_model_names_both(resnet20_file, load):
+    with pytest.raises(ValueError, match=r"weights for 'resnet20_cifar' .* 'resnet18_cifar' was asked for"):
+        load(resnet20_file)
+
+
+def test_checkpoint_without_card_that_does_not_fit(resnet20_file, no_network):
+    M.card_path(resnet20_file).unlink()
+    with pytest.raises(ValueError, match=r"r20.safetensors does not fit model 'resnet18_cifar': "
+                                         r"missing keys \(30\): layer4\.0\.conv1\.weight"):
+        M.load_checkpoint(M.create_model("resnet18_cifar"), resnet20_file, verify=False, name="resnet18_cifar")
+    # a timm name with a card-less checkpoint loads without verification: the same error
+    with pytest.raises(ValueError, match=r"does not fit model 'test_vit': missing keys .*unexpected keys"):
+        M.create_model("test_vit", checkpoint=resnet20_file)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:1000], lambda b: bytes(reversed(b[:4096])), lambda b: b""],
+                         ids=["truncated", "random", "empty"])
+def test_unreadable_checkpoint_names_the_file(resnet20_file, damage):
+    resnet20_file.write_bytes(damage(resnet20_file.read_bytes()))
+    m = M.create_model("resnet20_cifar")
+    with pytest.raises(ValueError, match=r"r20.safetensors is not a readable safetensors file .* truncated"):
+        M.load_checkpoint(m, resnet20_file, verify=False)
+    with pytest.raises(ValueError, match=r"r20.safetensors has SHA-256"):  # with its card: the hash first
+        M.load_checkpoint(m, resnet20_file)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "must hold a JSON object, not a list"),
+    ('{"model": "resnet20_cifar"}', "is malformed: 'sha256' must be"),
+    ('{"sha256": "%s", "builder_kwargs": "distilled"}' % ("0" * 64), "is malformed: 'builder_kwargs' must be"),
+    ('{"sha256": "%s", "model": 20}' % ("0" * 64), "is malformed: 'model' must be"),
+], ids=["not-json", "list", "no-sha256", "bad-kwargs", "bad-model"])
+def test_malformed_card_names_the_card(resnet20_file, text, why):
+    M.card_path(resnet20_file).write_text(text)
+    with pytest.raises(ValueError, match=rf"model card .*r20\.json {why}"):
+        M.load_model("resnet20_cifar", checkpoint=resnet20_file)
+
+
+@pytest.mark.parametrize("name, suggestion", [("resnet18", "resnet18_cifar"), ("resnet20", "resnet20_cifar"),
+                                              ("deit_tiny", "deit_tiny_cifar")],
+                         ids=["timm-name", "unknown", "unknown-vit"])
+def test_near_miss_name_suggests_the_registry_name(no_network, name, suggestion):
+    with pytest.raises(ValueError, match=f"did you mean {suggestion}\\?"):
+        M.load_model(name)
+
+
+def test_timm_name_goes_to_timm(monkeypatch, no_network):
+    """A real timm name near a registry name (deit_tiny_patch16_224 ~ deit_tiny_cifar) is not a near miss."""
+    import timm
+
+    calls = []
+    monkeypatch.setattr(timm, "create_model", lambda name, **kw: calls.append((name, kw)) or torch.nn.Linear(1, 1))
+    _, info = M.load_model("deit_tiny_patch16_224")
+    assert calls == [("deit_tiny_patch16_224", {"pretrained": True})]
+    assert info["checkpoint"] == "deit_tiny_patch16_224 published weights"
+
+
+def test_timm_name_with_local_checkpoint_needs_no_network(tmp_path, monkeypatch, no_network):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    src = timm.create_model("test_vit", pretrained=False)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "own.safetensors"))
+    model, info = M.load_model("test_vit", checkpoint=tmp_path / "own.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), model.state_dict().values()))
+    assert info["checkpoint_sha256"] == M.sha256_file(tmp_path / "own.safetensors") and not model.training
+
+
+def test_save_checkpoint_writes_through_atomic_write(tmp_path, monkeypatch):
+    written = []
+    real = M.atomic_write
+    monkeypatch.setattr(M, "atomic_write", lambda path, content: written.append(path) or real(path, content))
+    M.save_checkpoint(M.create_model("resnet20_cifar"), tmp_path / "r.safetensors", {})
+    assert written == [tmp_path / "r.safetensors", tmp_path / "r.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.safetensors"]  # no temporary left

@@ -9,15 +9,19 @@ card's SHA-256 is checked on every load.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+
+from .io import atomic_write
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -180,12 +184,54 @@ def card_path(checkpoint: str | Path) -> Path:
 
 
 def read_card(checkpoint: str | Path) -> dict[str, Any]:
+    """The JSON model card beside ``checkpoint``, checked for the fields loading relies on."""
     path = card_path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(
             f"model card {path} is missing: every checkpoint needs its JSON card beside it "
             "(vitquant_core.models.save_checkpoint writes both)")
-    return json.loads(path.read_text())
+    fix = "restore it (git checkout) or write the checkpoint again with vitquant_core.models.save_checkpoint"
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"model card {path} is not valid JSON ({e}): {fix}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"model card {path} must hold a JSON object, not a {type(card).__name__}: {fix}")
+    problems = []
+    if not isinstance(card.get("sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", card["sha256"]):
+        problems.append(f"'sha256' must be the checkpoint's 64-hex-digit SHA-256, got {card.get('sha256')!r}")
+    if not isinstance(card.get("model", ""), str):
+        problems.append(f"'model' must be a model name, got {card['model']!r}")
+    if not isinstance(card.get("builder_kwargs", {}), dict):
+        problems.append(f"'builder_kwargs' must be an object, got {card['builder_kwargs']!r}")
+    if problems:
+        raise ValueError(f"model card {path} is malformed: {'; '.join(problems)}; {fix}")
+    return card
+
+
+def _check_card_model(card: dict[str, Any], checkpoint: str | Path, name: str | None) -> None:
+    """Refuse weights whose card names another model, before the state dict fails to fit."""
+    if name is not None and card.get("model") and card["model"] != name:
+        raise ValueError(
+            f"checkpoint {checkpoint} holds weights for {card['model']!r} (its card's 'model'), but model "
+            f"{name!r} was asked for: load it as {card['model']!r}, or pass a checkpoint of {name!r}")
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str | None) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and state[k].shape != v.shape]
+        found = "; ".join(f"{what} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+                          for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                             ("shape mismatches", shapes)) if keys)
+        raise ValueError(
+            f"checkpoint {path} does not fit model {name or type(model).__name__!r}: "
+            f"{found or e}; it was saved from another architecture, pass the matching model name") from None
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, card: dict[str, Any],
@@ -199,27 +245,26 @@ def save_checkpoint(model: nn.Module, path: str | Path, card: dict[str, Any],
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if weight_dtype is not None:
         state = {k: v.to(weight_dtype) if v.is_floating_point() and v.ndim >= 2 else v
                  for k, v in state.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
     card = dict(card)
     card["file"] = path.name
     card["sha256"] = sha256_file(path)
     card["size_bytes"] = path.stat().st_size
     card["n_parameters"] = sum(p.numel() for p in model.parameters())
-    card_tmp = card_path(path).with_suffix(".json.tmp")
-    card_tmp.write_text(json.dumps(card, indent=2) + "\n")
-    card_tmp.replace(card_path(path))
+    atomic_write(card_path(path), json.dumps(card, indent=2) + "\n")
     return card
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Load safetensors weights into ``model`` after checking the card's SHA-256."""
+def load_checkpoint(model: nn.Module, path: str | Path, verify: bool = True,
+                    name: str | None = None) -> dict[str, Any]:
+    """Load safetensors weights into ``model`` after checking the card's SHA-256.
+
+    ``name``, the model asked for, is compared with the card's ``model`` field.
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -228,19 +273,49 @@ def load_checkpoint(model: nn.Module, path: str | Path, verify: bool = True) -> 
     card: dict[str, Any] = {}
     if verify:
         card = read_card(path)
+        _check_card_model(card, path, name)
         digest = sha256_file(path)
         if digest != card.get("sha256"):
             raise ValueError(
                 f"checkpoint {path} has SHA-256 {digest}, but its card says "
                 f"{card.get('sha256')}: the file is corrupt or was replaced; restore it "
                 "(git checkout) or retrain it")
-    state = load_file(str(path))
-    model.load_state_dict(state)
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a bad header
+        raise ValueError(f"checkpoint {path} is not a readable safetensors file ({e}): it is truncated or "
+                         "not a checkpoint; restore it (git checkout) or save it again") from None
+    _load_state(model, state, path, name)
     card.setdefault("sha256", sha256_file(path) if not verify else card.get("sha256"))
     return card
 
 
 # ---------------------------------------------------------------------------- creation
+
+
+def _check_name(name: str, fetch: bool) -> None:
+    """Refuse a near miss of a registry name before timm or torchvision is asked for weights.
+
+    ``fetch``: the call would download published weights (48 s of network timeouts here).
+    """
+    import timm
+    import torchvision
+
+    if timm.is_model(name) or name in torchvision.models.list_models():
+        # a published architecture whose CIFAR-10 variant the registry holds: "resnet18"
+        variants = [n for n in _REGISTRY if n.startswith(name + "_")] if fetch else []
+        if variants:
+            tags = timm.list_pretrained(f"{name}.*")[:1]
+            raise ValueError(
+                f"{name!r} is not one of the project's models: did you mean {' or '.join(variants)}? "
+                f"{name!r} itself means its published ImageNet weights, fetched over the network: to get "
+                f"them, name a pretrained tag{f' such as {tags[0]!r}' if tags else ''} (timm.list_pretrained"
+                f"('{name}.*')); for your own weights, pass checkpoint=PATH")
+        return
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+    if close:
+        raise ValueError(f"unknown model {name!r}: did you mean {' or '.join(close)}? (the project registry: "
+                         f"{', '.join(list_models())}; timm and torchvision names pass through)")
 
 
 def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
@@ -255,14 +330,17 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
     if entry is not None:
         path = Path(checkpoint) if checkpoint else (entry.default_checkpoint if pretrained else None)
         if path is not None and card_path(path).exists():
-            kwargs = read_card(path).get("builder_kwargs", {}) | kwargs
+            card = read_card(path)
+            _check_card_model(card, path, name)  # before the card's builder_kwargs reach the builder
+            kwargs = card.get("builder_kwargs", {}) | kwargs
         model = entry.builder(num_classes=num_classes or entry.num_classes, **kwargs)
         if pretrained:
-            load_checkpoint(model, checkpoint or entry.default_checkpoint)
+            load_checkpoint(model, checkpoint or entry.default_checkpoint, name=name)
         elif checkpoint is not None:
-            load_checkpoint(model, checkpoint)
+            load_checkpoint(model, checkpoint, name=name)
         return model.eval()
 
+    _check_name(name, fetch=pretrained and checkpoint is None)
     import timm
 
     if timm.is_model(name):
@@ -280,7 +358,7 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
         weights = "DEFAULT" if (pretrained and checkpoint is None) else None
         model = torchvision.models.get_model(name, weights=weights, **extra, **kwargs)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, verify=card_path(checkpoint).exists())
+        load_checkpoint(model, checkpoint, verify=card_path(checkpoint).exists(), name=name)
     return model.eval()
 
 
@@ -297,12 +375,9 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> tuple[nn.Modu
             raise FileNotFoundError(
                 f"no checkpoint for {name!r} at {path}: train one with "
                 f"`python -m vitquant_core.train --model {name}` or pass checkpoint=PATH")
-        # the card says how the model was built (e.g. a DeiT with a distillation token)
-        kwargs = read_card(path).get("builder_kwargs", {}) if card_path(path).exists() else {}
-        model = entry.builder(num_classes=entry.num_classes, **kwargs)
-        card = load_checkpoint(model, path)
-        return model.eval(), {"checkpoint": str(path), "checkpoint_sha256": card["sha256"],
-                              "card": card}
+        model = create_model(name, checkpoint=path)  # verifies the card's SHA-256
+        card = read_card(path)
+        return model, {"checkpoint": str(path), "checkpoint_sha256": card["sha256"], "card": card}
     if checkpoint is None:
         model = create_model(name, pretrained=True)
         return model, {"checkpoint": f"{name} published weights", "checkpoint_sha256": None,
