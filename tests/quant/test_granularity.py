@@ -2,7 +2,7 @@
 import pytest
 
 from vitquant_core.quant import PerChannel, PerTensor, granularity_from_json
-from vitquant_core.quant.granularity import reduce_dims
+from vitquant_core.quant.granularity import check_activation_granularity, reduce_dims
 
 CASES = [PerTensor(), PerChannel(0), PerChannel(1), PerChannel(-1)]
 
@@ -22,7 +22,9 @@ def test_json_forms():
         "per_tensor", "per_channel", "per_channel(axis=-1)")
 
 
-@pytest.mark.parametrize("bad", ["per_row", {"kind": "blocks"}, 3, None, {}], ids=["str", "kind", "int", "none", "empty"])
+@pytest.mark.parametrize("bad", ["per_row", {"kind": "blocks"}, 3, None, {}, {"kind": "per_channel", "axis": "x"},
+                                 {"kind": "per_channel", "axis": 1.5}, {"kind": "per_channel", "axis": True}],
+                         ids=["str", "kind", "int", "none", "empty", "axis-str", "axis-float", "axis-bool"])
 def test_bad_json_is_value_error(bad):
     with pytest.raises(ValueError, match="granularity"):
         granularity_from_json(bad)
@@ -45,3 +47,23 @@ def test_reduce_dims(ndim, gran, dims):
 def test_reduce_dims_axis_out_of_range(ndim, axis):
     with pytest.raises(ValueError, match="out of range"):
         reduce_dims(ndim, PerChannel(axis))
+
+
+@pytest.mark.parametrize("axis", ["x", 1.0, True, None], ids=["str", "float", "bool", "none"])
+def test_per_channel_axis_must_be_an_integer(axis):
+    with pytest.raises(TypeError, match=r"PerChannel axis must be an integer, got .*PerChannel\(0\) for a weight"):
+        PerChannel(axis)
+
+
+@pytest.mark.parametrize("gran, ndim", [(PerChannel(0), None), (PerChannel(0), 4), (PerChannel(-3), 3),
+                                        (PerChannel(-4), 4)], ids=["ax0", "ax0-4d", "ax-3-3d", "ax-4-4d"])
+def test_activation_batch_axis_is_refused(gran, ndim):
+    with pytest.raises(ValueError, match=r"is per sample: axis 0 of an activation is the batch axis.*use PerTensor"):
+        check_activation_granularity(gran, ndim)
+
+
+@pytest.mark.parametrize("gran, ndim", [(PerTensor(), 3), (PerChannel(-1), None), (PerChannel(-1), 3),
+                                        (PerChannel(1), 4), (PerChannel(-3), 4)],
+                         ids=["tensor", "ax-1", "ax-1-3d", "ax1-4d", "ax-3-4d"])
+def test_activation_feature_axes_are_accepted(gran, ndim):
+    assert check_activation_granularity(gran, ndim) is None

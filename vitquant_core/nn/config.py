@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..quant.granularity import Granularity, PerChannel, PerTensor, granularity_from_json
+from ..io import atomic_write
+from ..quant.granularity import Granularity, PerChannel, PerTensor, check_activation_granularity, granularity_from_json
 from ..quant.observers import OBSERVERS
 from ..quant.qtypes import MAX_BITS, MIN_BITS
 
@@ -69,6 +71,7 @@ class LayerSpec:
         for what in ("w_granularity", "a_granularity"):
             if not isinstance(getattr(self, what), (PerTensor, PerChannel)):
                 raise TypeError(f"{what} must be PerTensor() or PerChannel(axis), got {getattr(self, what)!r}")
+        check_activation_granularity(self.a_granularity)
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
 
@@ -84,6 +87,8 @@ class LayerSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "LayerSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"a LayerSpec in JSON is an object such as {{'w_bits': 8, 'a_bits': 8}}, got {d!r}")
         d = dict(d)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -94,12 +99,18 @@ class LayerSpec:
         return cls(**d)
 
     def label(self) -> str:
+        """The field's notation: "W4A8"; 32 stands for float ("W8A32": weights only)."""
         w = "W32" if self.w_bits is None else f"W{self.w_bits}"
         a = "A32" if self.a_bits is None else f"A{self.a_bits}"
         return w + a
 
 
 FLOAT = LayerSpec(w_bits=None, a_bits=None)
+
+_LABEL = re.compile(r"W(\d+)(?:A(\d+))?", re.IGNORECASE)
+_BOOL_FIELDS = ("quantize_attention", "fold_bn")
+# never_quantized is written by to_json for the reader and ignored on reading
+_JSON_KEYS = ("default", "rules", "quantize_attention", "fold_bn", "never_quantized")
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,9 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.default, LayerSpec):
             raise TypeError("default must be a LayerSpec")
+        for what in _BOOL_FIELDS:
+            if not isinstance(getattr(self, what), bool):
+                raise TypeError(f"{what} must be True or False (a JSON boolean), got {getattr(self, what)!r}")
         rules = tuple((str(p), s) for p, s in (self.rules.items() if isinstance(self.rules, dict) else self.rules))
         for pattern, spec in rules:
             if not isinstance(spec, LayerSpec):
@@ -139,12 +153,41 @@ class QuantConfig:
                 percentile: float = 99.99,
                 keep_float: tuple[str, ...] = DEFAULT_KEEP_FLOAT, quantize_attention: bool = True,
                 fold_bn: bool = True) -> "QuantConfig":
-        """The same spec for every quantizable operation, except the ``keep_float`` patterns."""
+        """The same spec for every quantizable operation, except the ``keep_float`` patterns.
+
+        ``keep_float`` is a sequence of glob patterns; a single string is one pattern.
+        """
+        if isinstance(keep_float, str):
+            keep_float = (keep_float,)
         spec = LayerSpec(w_bits, a_bits, w_granularity, a_granularity, w_observer, a_observer,
                          a_signedness=a_signedness, percentile=percentile)
         return cls(spec, tuple((p, FLOAT) for p in keep_float), quantize_attention, fold_bn)
 
+    @classmethod
+    def from_label(cls, label: str, **kwargs: Any) -> "QuantConfig":
+        """A uniform config from the field's notation: "W4A8" is 4-bit weights, 8-bit activations.
+
+        32 bits, or no ``A`` part, keeps that tensor in float: "W8A32" and "W8" quantize the
+        weights only, "W32A8" the activations only. ``kwargs`` go to :meth:`uniform`
+        (granularities, observers, ``keep_float`` ...). :meth:`label` gives the label back.
+        """
+        if not isinstance(label, str):
+            raise TypeError(f"a setting is a string written like 'W4A8', got {label!r}")
+        m = _LABEL.fullmatch(label.strip())
+        if m is None:
+            raise ValueError(f"setting {label!r} is not understood: settings are written like 'W4A8' "
+                             "(weight bits, activation bits; 32 or no A part keeps that tensor in float)")
+        w_bits, a_bits = (None if b is None or int(b) == 32 else int(b) for b in m.groups())
+        if any(b is not None and not MIN_BITS <= b <= MAX_BITS for b in (w_bits, a_bits)):
+            raise ValueError(f"setting {label!r}: bits must be between {MIN_BITS} and {MAX_BITS}, "
+                             "or 32 to keep that tensor in float")
+        try:
+            return cls.uniform(w_bits, a_bits, **kwargs)
+        except ValueError as e:
+            raise ValueError(f"setting {label!r}: {e}") from None
+
     def label(self) -> str:
+        """The default spec's label ("W4A8"); :meth:`from_label` reads it back."""
         return self.default.label()
 
     def describe(self) -> str:
@@ -179,15 +222,22 @@ class QuantConfig:
             d = json.loads(d)
         if not isinstance(d, dict) or "default" not in d:
             raise ValueError("a QuantConfig JSON object needs at least a 'default' LayerSpec")
-        return cls(LayerSpec.from_json(d["default"]),
-                   tuple((p, LayerSpec.from_json(s)) for p, s in d.get("rules", [])),
-                   bool(d.get("quantize_attention", True)), bool(d.get("fold_bn", True)))
+        unknown = sorted(set(d) - set(_JSON_KEYS))
+        if unknown:
+            raise ValueError(f"unknown QuantConfig keys {unknown}: the known ones are {list(_JSON_KEYS)}")
+        rules = d.get("rules", [])
+        if not isinstance(rules, (list, tuple)) or not all(isinstance(r, (list, tuple)) and len(r) == 2
+                                                            for r in rules):
+            raise ValueError(f"QuantConfig 'rules' must be a list of [pattern, LayerSpec] pairs, got {rules!r}")
+        # a non-boolean ("false", 0) raises in __post_init__ rather than being read as truthy
+        return cls(LayerSpec.from_json(d["default"]), tuple((p, LayerSpec.from_json(s)) for p, s in rules),
+                   d.get("quantize_attention", True), d.get("fold_bn", True))
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.dumps() + "\n")
+        atomic_write(path, self.dumps() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantConfig":
