@@ -33,7 +33,7 @@ RECOMPUTE ?=
 PYTEST_ARGS ?=
 BOOK_ARGS := --profile $(PROFILE) --stale $(STALE) $(if $(RECOMPUTE),--recompute,)
 
-.PHONY: help venv data test book book-quick check-book lint lab clean
+.PHONY: help venv data browser test book book-quick check-book lint lab clean
 
 help:
 	@sed -n '1,/^$$/p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
@@ -68,7 +68,11 @@ data: venv
 	  exit 1; \
 	fi
 
-test: venv data
+# Debian's Chromium for the browser check and its tests (idempotent; apt only when missing)
+browser: venv
+	bash tools/install_browser.sh
+
+test: venv data browser
 	$(VPY) -m pytest -q tests $(PYTEST_ARGS)
 
 # tools/build_book.py decides, notebook by notebook, whether the stored output is current
@@ -79,8 +83,7 @@ book: venv data
 book-quick:
 	$(MAKE) book PROFILE=quick
 
-check-book: venv
-	bash tools/install_browser.sh
+check-book: browser
 	$(VPY) tools/check_book.py build/book/_build/html
 
 lint: venv

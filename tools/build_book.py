@@ -175,6 +175,18 @@ def prepare(names: list[str], args: argparse.Namespace, overrides: dict[str, Any
     return pages
 
 
+def copy_mathjax(dest: Path) -> None:
+    """MathJax 3 beside the pages (``mathjax_path`` in _config.yml), so equations render without
+    a CDN; the files come from the pinned django-static-mathjax wheel (no Django needed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("error: MathJax is not installed: `make venv` installs requirements-dev.txt")
+    es5 = Path(next(iter(spec.submodule_search_locations))) / "static" / "mathjax" / "es5"
+    shutil.copytree(es5, dest)
+
+
 def build(args: argparse.Namespace) -> int:
     names = toc_notebooks()
     if not names:
@@ -186,6 +198,7 @@ def build(args: argparse.Namespace) -> int:
     for f in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copyfile(ROOT / f, BOOK / f)
     shutil.copytree(ROOT / "book", BOOK / "book")
+    copy_mathjax(BOOK / "_static" / "mathjax")
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(BOOK), "-W", "-n", "--keep-going"]
     rc = subprocess.run(cmd).returncode
     if rc == 0:

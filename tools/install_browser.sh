@@ -9,9 +9,9 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$root/.venv}"
-pin="$(grep -E '^playwright==' "$root/requirements.txt" || true)"
+pin="$(grep -E '^playwright==' "$root/requirements-dev.txt" || true)"
 if [ -z "$pin" ]; then
-    echo "requirements.txt pins no playwright version (a line playwright==X.Y.Z)" >&2
+    echo "requirements-dev.txt pins no playwright version (a line playwright==X.Y.Z)" >&2
     exit 1
 fi
 if [ ! -x "$venv/bin/python" ]; then

@@ -43,11 +43,19 @@ def standard_config(w_bits: int | None, a_bits: int | None, granularity: str = "
     return QuantConfig.uniform(w_bits, a_bits, w_granularity=g, a_observer=a_observer, **kwargs)
 
 
+OBSERVERS = ("minmax", "percentile", "mse")
+
+
 def standard_grid(bits: Iterable[int] = (8, 6, 4), observers: Iterable[str] = ("minmax", "percentile", "mse"),
                   granularities: Iterable[str] = ("per_tensor", "per_channel"), **kwargs: Any) -> list[GridPoint]:
     """The grid of notebook 02: weights-only and W/A at each bit width and granularity
     (min-max activations), plus every activation observer with per-channel weights."""
     bits, observers, granularities = list(bits), list(observers), list(granularities)
+    if not bits or any(isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 16 for b in bits):
+        raise ValueError(f"parameter bits must be a non-empty list of integers from 2 to 16, got {bits!r}")
+    unknown = [o for o in observers if o not in OBSERVERS]
+    if unknown:
+        raise ValueError(f"parameter observers: unknown {unknown}; choose from {list(OBSERVERS)}")
     grid: list[GridPoint] = []
     for b in bits:
         for g in granularities:
@@ -92,5 +100,7 @@ def compare_with_earlier_study(rows: list[dict[str, Any]], model: str) -> list[d
             if fp or (bits != 32 and r["method"] != "fp32" and quantized):
                 return round(r["top1"], 2)
         return None
+    measured = {r["w_bits"] for r in rows}
     return [{"bits": b, "earlier study (ResNet-18)": claim, f"{model}, weights only": top1(b, True),
-             f"{model}, weights + activations": top1(b, False)} for b, claim in EARLIER_STUDY_RESNET18.items()]
+             f"{model}, weights + activations": top1(b, False)}
+            for b, claim in EARLIER_STUDY_RESNET18.items() if b in measured]
