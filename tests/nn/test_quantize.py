@@ -1,4 +1,5 @@
 import copy
+import warnings
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch.nn as nn
 from vitquant_core import LayerSpec, QuantConfig, quantize
 from vitquant_core.models import create_model
 from vitquant_core.nn import QuantAttention, QuantConv2d, QuantLinear, fold_batchnorm
-from vitquant_core.quant import PerTensor
+from vitquant_core.quant import PerChannel, PerTensor
 
 
 def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -150,3 +151,44 @@ def test_deit_tiny_8bit_sqnr():
         tokens = w8a8.forward_features(x)
         assert sqnr_db(ref_tokens[:, 1:], tokens[:, 1:]) >= 30.0
         assert sqnr_db(ref, w8a8(x)) >= 25.0
+
+
+def test_quantizing_a_quantized_model_is_refused(resnet20):
+    calib = [torch.randn(4, 3, 32, 32)]
+    q = quantize(resnet20, QuantConfig.uniform(8, 8), calib, progress=False)
+    with pytest.raises(ValueError, match=r"already quantized \(20 quantized operations, e.g. \['layer1.0.conv1'.*"
+                                         "quantize the float model instead"):
+        quantize(q, QuantConfig.uniform(4, 4), calib, progress=False)
+    q4 = quantize(resnet20, QuantConfig.uniform(4, 4), calib, progress=False)  # the float model is still there
+    assert q4.layer1[0].conv1.w_quantizer.qtype.bits == 4
+
+
+def test_uniform_configs_quantize_without_warnings(resnet20, tiny_vit):
+    """The keep-float defaults name layers of both families; the unused ones are not reported."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize(resnet20, QuantConfig.uniform(8, 8), [torch.randn(2, 3, 32, 32)], progress=False)
+        quantize(tiny_vit, QuantConfig.uniform(8, 8), [torch.randn(2, 3, 32, 32)], progress=False)
+
+
+@pytest.mark.parametrize("pattern", ["layer3", "blocks.*", "head"], ids=["block-name", "vit-pattern", "vit-head"])
+def test_rule_matching_nothing_warns(resnet20, pattern):
+    cfg = QuantConfig.uniform(8, 8).with_rules({pattern: LayerSpec(4, 4)})
+    with pytest.warns(UserWarning, match=rf"rule '{pattern}' of the QuantConfig matches no quantizable operation.*"
+                                         r"such as \['conv1', 'layer1.0.conv1'"):
+        q = quantize(resnet20, cfg, [torch.randn(2, 3, 32, 32)], progress=False)
+    assert q.layer3[0].conv1.w_quantizer.qtype.bits == 8  # the rule changed nothing
+
+
+def test_model_with_nothing_to_quantize_warns():
+    model = nn.Sequential(nn.Flatten(), nn.ReLU())
+    with pytest.warns(UserWarning, match="nothing was quantized: the model has no nn.Linear, nn.Conv2d"):
+        q = quantize(model, QuantConfig.uniform(8, 8), [torch.randn(2, 3, 4, 4)], progress=False)
+    assert q.vitquant_report.ops == [] and q.vitquant_report.float_ops == []
+
+
+def test_activation_scale_on_the_batch_axis_is_refused_at_calibration(resnet20):
+    """PerChannel(-4) is a feature axis for no 4-d conv input: it resolves to the batch axis."""
+    cfg = QuantConfig.uniform(8, 8, a_granularity=PerChannel(-4))
+    with pytest.raises(ValueError, match=r"PerChannel\(axis=-4\).* is per sample: axis 0 .* batch axis"):
+        quantize(resnet20, cfg, [torch.randn(2, 3, 32, 32)], progress=False)

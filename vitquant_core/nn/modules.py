@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..quant.granularity import PerChannel, PerTensor
+from ..quant.granularity import PerChannel, PerTensor, check_activation_granularity
 from ..quant.observers import Observer, make_observer
 from ..quant.qtypes import QType
 from ..quant.quantizer import QTensor, fake_quantize, quantize_codes
@@ -31,6 +31,7 @@ class ActQuantizer(nn.Module):
     def __init__(self, bits: int, signedness: str = "auto", observer: str = "minmax",
                  granularity=PerTensor(), percentile: float = 99.99, seed: int = 0) -> None:
         super().__init__()
+        check_activation_granularity(granularity)
         self.bits, self.signedness, self.observer_name = bits, signedness, observer
         self.granularity, self.percentile, self.seed = granularity, percentile, seed
         self.mode = "observe"
@@ -53,6 +54,7 @@ class ActQuantizer(nn.Module):
         if self.mode == "observe":
             if self.observer is None:
                 raise RuntimeError("this quantizer was already calibrated; make a new quantized model")
+            check_activation_granularity(self.granularity, x.ndim)  # a negative axis may be the batch
             self.observer.update(x)
         return x
 

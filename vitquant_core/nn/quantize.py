@@ -9,6 +9,8 @@ report (``model.vitquant_report``) saying exactly what was quantized and how.
 from __future__ import annotations
 
 import copy
+import fnmatch
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -17,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .config import QuantConfig
+from .config import DEFAULT_KEEP_FLOAT, FLOAT, QuantConfig
 from .modules import ActQuantizer, QuantAttention, QuantConv2d, QuantLinear
 
 
@@ -137,22 +139,52 @@ def calibrate(model: nn.Module, calib_data: Iterable[Any], progress: bool = True
     return n_batches, n_images
 
 
+def _refuse_quantized(model: nn.Module) -> None:
+    """Quantizing twice would wrap the quantized modules' float internals again."""
+    done = [n or "<the model itself>" for n, m in model.named_modules()
+            if isinstance(m, (QuantLinear, QuantConv2d, QuantAttention))]
+    if done or act_quantizers(model) or hasattr(model, "vitquant_report"):
+        raise ValueError(
+            f"the model is already quantized ({len(done)} quantized operations, e.g. {done[:3]}): quantize "
+            "the float model instead; quantize() returns a new model and never mutates the float one")
+
+
+def _warn_unused(config: QuantConfig, names: list[str]) -> None:
+    """Warn about rules that match no operation, and about a model with nothing to quantize."""
+    if not names:
+        warnings.warn("nothing was quantized: the model has no nn.Linear, nn.Conv2d or timm attention "
+                      "block, so the quantized copy computes exactly as the float model", UserWarning, stacklevel=4)
+        return
+    for pattern, spec in config.rules:
+        # the uniform configs' keep-float defaults cover both families; unused ones are expected
+        if spec == FLOAT and pattern in DEFAULT_KEEP_FLOAT:
+            continue
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            warnings.warn(
+                f"rule {pattern!r} of the QuantConfig matches no quantizable operation of this model: "
+                f"patterns are matched against full operation names such as {names[:3]} "
+                "(a block's name alone matches none of them: write 'block.*')", UserWarning, stacklevel=4)
+
+
 def prepare(model: nn.Module, config: QuantConfig) -> tuple[nn.Module, QuantReport]:
     """A copy of ``model`` with quantized modules in place, not yet calibrated."""
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+    _refuse_quantized(model)
     qmodel = copy.deepcopy(model).eval()
     for p in qmodel.parameters():
         p.requires_grad_(False)
     report = QuantReport(config.to_json())
     if config.fold_bn:
         report.folded_bn = fold_batchnorm(qmodel)
+    names: list[str] = []  # every operation the config was asked about
 
     for name, module in list(qmodel.named_modules()):
         if not name:
             continue
         if config.quantize_attention and _is_timm_attention(module):
             specs = {op: config.spec_for(f"{name}.{op}") for op in ("matmul_qk", "softmax", "matmul_av")}
+            names += [f"{name}.{op}" for op in specs]
             new = QuantAttention(module, specs, name)
             _set_module(qmodel, name, new)
             for op, spec in specs.items():
@@ -165,6 +197,7 @@ def prepare(model: nn.Module, config: QuantConfig) -> tuple[nn.Module, QuantRepo
     for name, module in list(qmodel.named_modules()):
         if isinstance(module, (nn.Linear, nn.Conv2d)) and not isinstance(module, (QuantLinear, QuantConv2d)):
             spec = config.spec_for(name)
+            names.append(name)
             if spec.keep_float:
                 report.float_ops.append(name)
                 continue
@@ -177,6 +210,7 @@ def prepare(model: nn.Module, config: QuantConfig) -> tuple[nn.Module, QuantRepo
                 "w_observer": spec.w_observer if spec.w_bits else None,
                 "a_observer": spec.a_observer if spec.a_bits else None,
                 "n_weights": module.weight.numel()})
+    _warn_unused(config, names)
     return qmodel, report
 
 
