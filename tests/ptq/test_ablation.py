@@ -21,7 +21,7 @@ class Labels:
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(settings="W8A8"), TypeError, r"parameter settings must be a non-empty list"),
-    (dict(settings=["W8"]), ValueError, r"'W4A8'"),
+    (dict(settings=["8A8"]), ValueError, r"'W4A8'"),
     (dict(ablation="standard"), TypeError, r"parameter ablation must be a non-empty list"),
     (dict(ablation=["standard", "ranking"]), ValueError, r"unknown variants \['ranking'\]"),
     (dict(n_attention_images=0), ValueError, r"parameter n_attention_images must be an integer >= 1"),

@@ -62,7 +62,7 @@ def check_study_parameters(settings: list[str], ablation: list[str], n_attention
     if isinstance(settings, str) or not isinstance(settings, (list, tuple)) or not settings:
         raise TypeError(f"parameter settings must be a non-empty list such as ['W8A8', 'W4A8'], got {settings!r}")
     for s in [*settings, check_setting]:
-        QuantConfig.from_label(s)  # raises, naming the label, for anything but 'W<bits>A<bits>'
+        QuantConfig.from_label(s)  # raises, naming the label, for anything but 'W<bits>A<bits>' or 'W<bits>'
     if isinstance(n_attention_images, bool) or not isinstance(n_attention_images, int) or n_attention_images < 1:
         raise ValueError(f"parameter n_attention_images must be an integer >= 1, got {n_attention_images!r}")
     for name, value in flags.items():
