@@ -9,7 +9,7 @@ import torch.nn as nn
 from ..nn.config import FLOAT, QuantConfig
 from ..nn.modules import QuantAttention
 from ..nn.quantize import quantize
-from ..ptq.ranking import kendall_tau, ranking_loss
+from ..ptq.ranking.metrics import kendall_tau, ranking_loss
 
 
 @torch.inference_mode()
