@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from ..nn.config import QuantConfig
 from ..nn.quantize import quantize
 from ..quant.granularity import PerChannel, PerTensor
+from ..quant.observers import OBSERVERS
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
@@ -41,9 +42,6 @@ def standard_config(w_bits: int | None, a_bits: int | None, granularity: str = "
         raise ValueError(f"granularity must be 'per_tensor' or 'per_channel', got {granularity!r}")
     g = PerChannel(0) if granularity == "per_channel" else PerTensor()
     return QuantConfig.uniform(w_bits, a_bits, w_granularity=g, a_observer=a_observer, **kwargs)
-
-
-OBSERVERS = ("minmax", "percentile", "mse")
 
 
 def standard_grid(bits: Iterable[int] = (8, 6, 4), observers: Iterable[str] = ("minmax", "percentile", "mse"),

@@ -172,8 +172,8 @@ class MSEObserver(Observer):
             lo = lo_full[:, None] * f[None, :]
             hi = hi_full[:, None] * f[None, :]
             if self.symmetric:
-                ref = hi if not self.qtype.signed else hi
-                scale = symmetric_scale(ref, self.qtype)
+                # hi is the clipped max|x| (signed grid) or the clipped max x (unsigned grid)
+                scale = symmetric_scale(hi, self.qtype)
                 zp = torch.zeros_like(scale)
             else:
                 scale, zp = affine_scale(lo, hi, self.qtype)
