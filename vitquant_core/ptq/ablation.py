@@ -135,15 +135,15 @@ def compare_with_standard(exp: "Experiment", records: dict[tuple[str, str], "Rec
     Also writes each result into its record's row as ``vs_standard`` (difference, 95 % interval,
     p-value), so the results file carries the test beside the accuracy.
     """
-    from ..analysis.significance import paired_comparison
+    from ..analysis.significance import compare_to_reference, vs_reference
 
     out = []
     for (setting, variant), record in records.items():
         if variant == "standard" or (setting, "standard") not in records:
             continue
-        c = paired_comparison(exp.correct(records[setting, "standard"]), exp.correct(record))
-        record.row["vs_standard"] = {"difference": round(c["difference"], 3),
-                                     "ci95": [round(v, 3) for v in c["ci95"]], "mcnemar_p": round(c["p_value"], 5)}
+        (c,) = compare_to_reference({"standard": exp.correct(records[setting, "standard"]),
+                                     variant: exp.correct(record)}, "standard")
+        record.row["vs_standard"] = vs_reference(c)
         out.append({"setting": setting, "variant": variant, "difference (points)": c["difference"],
                     "95 % interval": c["ci95"], "only standard right": c["only_a"],
                     "only variant right": c["only_b"], "McNemar p": c["p_value"]})
