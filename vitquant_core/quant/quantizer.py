@@ -51,16 +51,6 @@ def affine_scale(xmin: torch.Tensor, xmax: torch.Tensor, qtype: QType) -> tuple[
     return scale, zero_point
 
 
-def stat_shape(x: torch.Tensor, granularity: Granularity) -> list[int]:
-    """Shape of a scale broadcastable against ``x`` for ``granularity``."""
-    if isinstance(granularity, PerTensor):
-        return [1] * x.ndim
-    shape = [1] * x.ndim
-    axis = granularity.axis % x.ndim
-    shape[axis] = x.shape[axis]
-    return shape
-
-
 def tensor_absmax(x: torch.Tensor, granularity: Granularity) -> torch.Tensor:
     dims = reduce_dims(x.ndim, granularity)
     return x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
