@@ -123,7 +123,7 @@ def execute(name: str, out: Path, profile: str, results: Path, overrides: dict[s
     subprocess.run(cmd, check=True, env=env)
     nb = nbformat.read(running, as_version=4)
     nb.metadata["vitquant"] = {"key": key, "profile": profile,
-                               "executed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                               "executed": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     nbformat.write(nb, running)
     running.replace(out)
 

@@ -13,9 +13,10 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .io import atomic_write
 
@@ -53,7 +54,7 @@ class Provenance:
     def __init__(self, notebook: str, **fields: Any) -> None:
         self.notebook = notebook
         self.fields = dict(fields)
-        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self.started = _dt.datetime.now(_dt.UTC)
         self._t0 = time.perf_counter()
 
     def update(self, **fields: Any) -> None:

@@ -17,9 +17,10 @@ import datetime as _dt
 import hashlib
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .io import atomic_write
 from .results import check_finite, package_versions
@@ -80,7 +81,7 @@ class RowStore:
 
     def put(self, spec: Mapping[str, Any], record: Record, seconds: float) -> Record:
         doc = {"key": record.key, "spec": dict(spec), "context": self.context,
-               "computed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "computed": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "seconds": round(seconds, 1), "row": record.row, "predictions": record.predictions,
                "data": record.data}
         check_finite(doc, f"row {record.key[:12]}")

@@ -4,8 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitquant_core.ptq.ablation import (PROFILE_DEFAULTS, check_study_parameters, compare_with_standard,
-                                        study_parameters, verdicts)
+from vitquant_core.ptq.ablation import (
+    PROFILE_DEFAULTS,
+    check_study_parameters,
+    compare_with_standard,
+    study_parameters,
+    verdicts,
+)
 from vitquant_core.rowstore import Record
 
 

@@ -9,8 +9,10 @@ from vitquant_core.ptq.standard import EARLIER_STUDY_RESNET18, compare_with_earl
 def test_the_grid_holds_weights_only_and_wa_rows_at_each_width():
     grid = standard_grid(bits=[8, 4], observers=["minmax", "mse"])
     keys = [(p.method, p.w_bits, p.a_bits, p.granularity, p.a_observer) for p in grid]
-    assert keys == [("ptq_weights_only", 8, None, "per_tensor", "none"), ("ptq_weights_only", 8, None, "per_channel", "none"),
-                    ("ptq_weights_only", 4, None, "per_tensor", "none"), ("ptq_weights_only", 4, None, "per_channel", "none"),
+    assert keys == [("ptq_weights_only", 8, None, "per_tensor", "none"),
+                    ("ptq_weights_only", 8, None, "per_channel", "none"),
+                    ("ptq_weights_only", 4, None, "per_tensor", "none"),
+                    ("ptq_weights_only", 4, None, "per_channel", "none"),
                     ("ptq", 8, 8, "per_tensor", "minmax"), ("ptq", 8, 8, "per_channel", "minmax"),
                     ("ptq", 8, 8, "per_channel", "mse"),
                     ("ptq", 4, 4, "per_tensor", "minmax"), ("ptq", 4, 4, "per_channel", "minmax"),
@@ -33,7 +35,8 @@ def test_the_earlier_study_sits_beside_the_matching_rows_only():
     rows = [{"method": "fp32", "w_bits": 32, "a_bits": 32, "granularity": "none", "top1": 89.3},
             {"method": "ptq_weights_only", "w_bits": 8, "a_bits": 32, "granularity": "per_channel",
              "a_observer": "none", "top1": 89.33},
-            {"method": "ptq", "w_bits": 8, "a_bits": 8, "granularity": "per_tensor", "a_observer": "minmax", "top1": 1.0},
+            {"method": "ptq", "w_bits": 8, "a_bits": 8, "granularity": "per_tensor", "a_observer": "minmax",
+             "top1": 1.0},
             {"method": "ptq", "w_bits": 8, "a_bits": 8, "granularity": "per_channel", "a_observer": "mse", "top1": 2.0},
             {"method": "ptq", "w_bits": 8, "a_bits": 8, "granularity": "per_channel", "a_observer": "minmax",
              "top1": 89.27}]

@@ -3,9 +3,20 @@ import numpy as np
 import pytest
 import torch
 
-from vitquant_core.quant import (OBSERVERS, MinMaxObserver, MSEObserver, PerChannel, PercentileObserver,
-                                 PerTensor, QType, affine_scale, make_observer, qint, qint8, quint,
-                                 symmetric_scale)
+from vitquant_core.quant import (
+    OBSERVERS,
+    MinMaxObserver,
+    MSEObserver,
+    PercentileObserver,
+    PerChannel,
+    PerTensor,
+    affine_scale,
+    make_observer,
+    qint,
+    qint8,
+    quint,
+    symmetric_scale,
+)
 
 F32_EPS = float(np.finfo(np.float32).eps)
 

@@ -10,9 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from vitquant_core.quant import (PerChannel, PerTensor, QTensor, QType, affine_scale, check_finite,
-                                 fake_quantize, qint, qint8, quantize_codes, quantize_tensor, quint,
-                                 symmetric_scale)
+from vitquant_core.quant import (
+    PerChannel,
+    PerTensor,
+    QTensor,
+    QType,
+    affine_scale,
+    check_finite,
+    fake_quantize,
+    qint,
+    qint8,
+    quantize_codes,
+    quantize_tensor,
+    quint,
+    symmetric_scale,
+)
 
 ALL_BITS = list(range(2, 17))
 BITS_IDS = [f"b{b}" for b in ALL_BITS]

@@ -83,7 +83,7 @@ def book(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reports(book, chromium) -> dict[str, "check_book.PageReport"]:
+def reports(book, chromium) -> dict[str, check_book.PageReport]:
     return {r.page: r for r in check_book.check_book(book, book / "_toc.yml", executable=chromium)}
 
 

@@ -1,7 +1,8 @@
 """Per-layer weight and activation ranges: what a quantizer's clipping range must cover."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn

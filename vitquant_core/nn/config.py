@@ -86,7 +86,7 @@ class LayerSpec:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "LayerSpec":
+    def from_json(cls, d: dict[str, Any]) -> LayerSpec:
         if not isinstance(d, dict):
             raise ValueError(f"a LayerSpec in JSON is an object such as {{'w_bits': 8, 'a_bits': 8}}, got {d!r}")
         d = dict(d)
@@ -141,7 +141,7 @@ class QuantConfig:
                 return spec
         return self.default
 
-    def with_rules(self, rules: dict[str, LayerSpec] | list[tuple[str, LayerSpec]], first: bool = True) -> "QuantConfig":
+    def with_rules(self, rules: dict[str, LayerSpec] | list[tuple[str, LayerSpec]], first: bool = True) -> QuantConfig:
         """A new config with ``rules`` added before (``first``) or after the existing ones."""
         new = tuple(rules.items()) if isinstance(rules, dict) else tuple(rules)
         return replace(self, rules=new + self.rules if first else self.rules + new)
@@ -152,7 +152,7 @@ class QuantConfig:
                 w_observer: str = "minmax", a_observer: str = "minmax", a_signedness: str = "auto",
                 percentile: float = 99.99,
                 keep_float: tuple[str, ...] = DEFAULT_KEEP_FLOAT, quantize_attention: bool = True,
-                fold_bn: bool = True) -> "QuantConfig":
+                fold_bn: bool = True) -> QuantConfig:
         """The same spec for every quantizable operation, except the ``keep_float`` patterns.
 
         ``keep_float`` is a sequence of glob patterns; a single string is one pattern.
@@ -164,7 +164,7 @@ class QuantConfig:
         return cls(spec, tuple((p, FLOAT) for p in keep_float), quantize_attention, fold_bn)
 
     @classmethod
-    def from_label(cls, label: str, **kwargs: Any) -> "QuantConfig":
+    def from_label(cls, label: str, **kwargs: Any) -> QuantConfig:
         """A uniform config from the field's notation: "W4A8" is 4-bit weights, 8-bit activations.
 
         32 bits, or no ``A`` part, keeps that tensor in float: "W8A32" and "W8" quantize the
@@ -198,7 +198,8 @@ class QuantConfig:
             if s.keep_float:
                 return "float"
             w = "float weights" if s.w_bits is None else f"{s.w_bits}-bit {s.w_granularity} weights ({s.w_observer})"
-            a = "float inputs" if s.a_bits is None else f"{s.a_bits}-bit {s.a_granularity} inputs ({s.a_observer}, {s.a_signedness} grid)"
+            a = ("float inputs" if s.a_bits is None else
+                 f"{s.a_bits}-bit {s.a_granularity} inputs ({s.a_observer}, {s.a_signedness} grid)")
             return f"{w}, {a}"
 
         lines = [f"default: {spec_text(d)}"]
@@ -217,7 +218,7 @@ class QuantConfig:
                 "never_quantized": list(NEVER_QUANTIZED)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any] | str) -> "QuantConfig":
+    def from_json(cls, d: dict[str, Any] | str) -> QuantConfig:
         if isinstance(d, str):
             d = json.loads(d)
         if not isinstance(d, dict) or "default" not in d:
@@ -240,5 +241,5 @@ class QuantConfig:
         atomic_write(path, self.dumps() + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "QuantConfig":
+    def load(cls, path: str | Path) -> QuantConfig:
         return cls.from_json(Path(path).read_text())

@@ -226,7 +226,8 @@ class QuantAttention(nn.Module):
             q, k = self.q_quantizer(q), self.k_quantizer(k)
         scores = q @ k.transpose(-2, -1)
         if attn_mask is not None:
-            scores = scores + attn_mask if attn_mask.dtype != torch.bool else scores.masked_fill(~attn_mask, float("-inf"))
+            scores = (scores + attn_mask if attn_mask.dtype != torch.bool
+                      else scores.masked_fill(~attn_mask, float("-inf")))
         attn = scores.softmax(dim=-1)
         if self.capture is not None:
             self.capture["scores"] = scores.detach()

@@ -83,7 +83,7 @@ def sampled_pairs_check(fp_scores: dict[str, torch.Tensor], q_scores: dict[str, 
     return rows
 
 
-def _analyse(exp: "Experiment", x_attn: torch.Tensor):
+def _analyse(exp: Experiment, x_attn: torch.Tensor):
     def analyse(qmodel: torch.nn.Module) -> dict[str, Any]:
         order = attention_order(exp.model, qmodel, x_attn, seed=exp.seed)
         data: dict[str, Any] = {
@@ -100,8 +100,8 @@ def _analyse(exp: "Experiment", x_attn: torch.Tensor):
     return analyse
 
 
-def measure_variant(exp: "Experiment", setting: str, variant: str, x_attn: torch.Tensor,
-                    **search: Any) -> "Record":
+def measure_variant(exp: Experiment, setting: str, variant: str, x_attn: torch.Tensor,
+                    **search: Any) -> Record:
     """Calibrate ``setting`` (e.g. "W4A8") with ``variant`` and evaluate it, through the row store.
 
     ``search`` holds :class:`RankingAwareConfig` fields (n_candidates, max_rounds, coarse_to_fine,
@@ -129,7 +129,7 @@ def measure_variant(exp: "Experiment", setting: str, variant: str, x_attn: torch
     return record
 
 
-def compare_with_standard(exp: "Experiment", records: dict[tuple[str, str], "Record"]) -> list[dict[str, Any]]:
+def compare_with_standard(exp: Experiment, records: dict[tuple[str, str], Record]) -> list[dict[str, Any]]:
     """McNemar's test of every variant against standard PTQ at the same setting, on the same images.
 
     Also writes each result into its record's row as ``vs_standard`` (difference, 95 % interval,
@@ -150,7 +150,7 @@ def compare_with_standard(exp: "Experiment", records: dict[tuple[str, str], "Rec
     return out
 
 
-def verdicts(records: dict[tuple[str, str], "Record"], settings: list[str]) -> list[str]:
+def verdicts(records: dict[tuple[str, str], Record], settings: list[str]) -> list[str]:
     """One sentence per setting, from the measurements only: is ranking-aware PTQ (all three parts)
     at least as accurate as standard PTQ, is a loss resolvable, and which variant does best."""
     lines = []
@@ -171,7 +171,7 @@ def verdicts(records: dict[tuple[str, str], "Record"], settings: list[str]) -> l
     return lines
 
 
-def search_check(exp: "Experiment", used: "Record", exhaustive: "Record", used_label: str) -> dict[str, Any]:
+def search_check(exp: Experiment, used: Record, exhaustive: Record, used_label: str) -> dict[str, Any]:
     """The search used in the ablation against the paper's exhaustive search, at one setting:
     top-1, calibration time, how many layers chose the same multipliers, and McNemar's test."""
     from ..analysis.significance import paired_comparison
@@ -183,6 +183,7 @@ def search_check(exp: "Experiment", used: "Record", exhaustive: "Record", used_l
         {"search": f"used above ({used_label})", "top-1": used.row["top1"],
          "calibration (s)": used.row["calib_seconds"], "same multipliers as exhaustive": f"{same}/{len(ref)}"},
         {"search": "paper's exhaustive (all rows, all candidates)", "top-1": exhaustive.row["top1"],
-         "calibration (s)": exhaustive.row["calib_seconds"], "same multipliers as exhaustive": f"{len(ref)}/{len(ref)}"},
+         "calibration (s)": exhaustive.row["calib_seconds"],
+         "same multipliers as exhaustive": f"{len(ref)}/{len(ref)}"},
     ]
     return {"table": table, "difference": c["difference"], "ci95": list(c["ci95"]), "p_value": c["p_value"]}

@@ -5,8 +5,9 @@ or per-channel weights) made explicit: which tensors are quantized, with which o
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..nn.config import QuantConfig
 from ..nn.quantize import quantize
@@ -68,14 +69,14 @@ def standard_grid(bits: Iterable[int] = (8, 6, 4), observers: Iterable[str] = ("
     return grid
 
 
-def run_grid(exp: "Experiment", grid: Iterable[GridPoint]) -> Iterator[tuple[GridPoint, "Record"]]:
+def run_grid(exp: Experiment, grid: Iterable[GridPoint]) -> Iterator[tuple[GridPoint, Record]]:
     """Quantize and evaluate each grid point through the experiment's row store (a point
     measured before is read back); yields (point, record)."""
     for point in grid:
         calib = exp.calib if point.a_bits else None
         spec = {"study": "standard_ptq", "method": point.method, "a_observer": point.a_observer,
                 "config": point.config.to_json()}
-        record = exp.measure(spec, lambda: quantize(exp.model, point.config, calib, progress=False),
+        record = exp.measure(spec, lambda p=point, c=calib: quantize(exp.model, p.config, c, progress=False),
                              point.method, point.w_bits, point.a_bits, point.granularity,
                              a_observer=point.a_observer)
         yield point, record

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PerChannel:
         return "per_channel" if self.axis == 0 else f"per_channel(axis={self.axis})"
 
 
-Granularity = Union[PerTensor, PerChannel]
+Granularity = PerTensor | PerChannel
 
 
 def granularity_from_json(obj: Any) -> Granularity:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from .granularity import Granularity, PerChannel, PerTensor
-from .quantizer import affine_scale, check_finite, symmetric_scale
 from .qtypes import QType
+from .quantizer import affine_scale, check_finite, symmetric_scale
 
 OBSERVERS = ("minmax", "percentile", "mse")
 

@@ -1,7 +1,7 @@
 """Shared by the ranking-aware PTQ tests: one thread (the CI machine is shared) and a micro ViT."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

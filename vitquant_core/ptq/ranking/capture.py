@@ -10,7 +10,8 @@ stored activations at the boundary of their block instead of from the network in
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

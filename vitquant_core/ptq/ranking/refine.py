@@ -8,7 +8,8 @@ layer, fold the expected output error into its bias (:mod:`..bias_correction`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
