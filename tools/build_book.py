@@ -176,8 +176,9 @@ def prepare(names: list[str], args: argparse.Namespace, overrides: dict[str, Any
 
 
 def copy_mathjax(dest: Path) -> None:
-    """MathJax 3 beside the pages (``mathjax_path`` in _config.yml), so equations render without
-    a CDN; the files come from the pinned django-static-mathjax wheel (no Django needed)."""
+    """MathJax 3 beside the pages (``html_extra_path`` and ``mathjax_path`` in _config.yml), so
+    equations render without a CDN; the files come from the pinned django-static-mathjax wheel
+    (no Django needed). Not under _static: Jupyter Book would add every script there to every page."""
     import importlib.util
 
     spec = importlib.util.find_spec("mathjax")
@@ -185,6 +186,23 @@ def copy_mathjax(dest: Path) -> None:
         raise SystemExit("error: MathJax is not installed: `make venv` installs requirements-dev.txt")
     es5 = Path(next(iter(spec.submodule_search_locations))) / "static" / "mathjax" / "es5"
     shutil.copytree(es5, dest)
+
+
+def unique_inline_scripts(html: Path) -> None:
+    """Drop a repeated inline ``<script>`` line from each page. Jupyter Book 1.x writes
+    sphinx-thebe's configuration script twice per page, and the second ``const THEBE_JS_URL``
+    is a console error in the browser."""
+    for page in html.rglob("*.html"):
+        lines, seen, out = page.read_text().splitlines(keepends=True), set(), []
+        for line in lines:
+            s = line.strip()
+            if s.startswith("<script>") and s.endswith("</script>"):
+                if s in seen:
+                    continue
+                seen.add(s)
+            out.append(line)
+        if len(out) != len(lines):
+            page.write_text("".join(out))
 
 
 def build(args: argparse.Namespace) -> int:
@@ -198,10 +216,11 @@ def build(args: argparse.Namespace) -> int:
     for f in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copyfile(ROOT / f, BOOK / f)
     shutil.copytree(ROOT / "book", BOOK / "book")
-    copy_mathjax(BOOK / "_static" / "mathjax")
+    copy_mathjax(BOOK / "_mathjax" / "mathjax")
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(BOOK), "-W", "-n", "--keep-going"]
     rc = subprocess.run(cmd).returncode
     if rc == 0:
+        unique_inline_scripts(BOOK / "_build" / "html")
         print(f"The book: {BOOK / '_build' / 'html' / 'index.html'}")
     return rc
 

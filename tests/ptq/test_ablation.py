@@ -8,6 +8,7 @@ from vitquant_core.ptq.ablation import (
     PROFILE_DEFAULTS,
     check_study_parameters,
     compare_with_standard,
+    search_check,
     study_parameters,
     verdicts,
 )
@@ -61,3 +62,18 @@ def test_variants_are_tested_against_standard_on_the_same_images():
     (line,) = verdicts(records, ["W4A4"])
     assert line.startswith("W4A4: standard 50.00 %, ranking-aware 95.00 % (+45.00 points")
     assert "at least as accurate" in line and "best variant: 'ranking-aware' (+45.00)" in line
+
+
+def test_the_search_check_says_when_the_faster_search_costs_accuracy():
+    labels = [0] * 100
+    used = Record("a", {"top1": 80.0, "calib_seconds": 10.0}, [0] * 80 + [1] * 20,
+                  data={"multipliers": {"l1": {"w": 1.0}, "l2": {"w": 0.9}}})
+    exhaustive = Record("b", {"top1": 95.0, "calib_seconds": 40.0}, [0] * 95 + [1] * 5,
+                        data={"multipliers": {"l1": {"w": 1.0}, "l2": {"w": 0.8}}})
+    check = search_check(Labels(labels), used, exhaustive, "coarse-to-fine")
+    assert check["table"][0]["same multipliers as exhaustive"] == "1/2"
+    assert check["difference"] == pytest.approx(15.0) and check["ci95"][0] > 0
+    assert check["verdict"] == ("the exhaustive search is more accurate by more than this test split can "
+                                "resolve: 15.00 points at this setting")
+    same = search_check(Labels(labels), used, used, "coarse-to-fine")
+    assert same["verdict"] == "the two searches differ by less than this test split can resolve"

@@ -81,3 +81,12 @@ def test_a_stale_page_carries_a_warning_under_its_title(tmp_path):
     cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
     assert cells[0].source == "# 01 · Title"
     assert cells[1].cell_type == "markdown" and cells[1].source == ":::{warning}\noutputs are stale\n:::"
+
+
+def test_a_repeated_inline_script_is_written_once(tmp_path):
+    page = tmp_path / "page.html"
+    page.write_text('<head>\n  <script>const A = 1</script>\n  <script src="x.js"></script>\n'
+                    '  <script>const A = 1</script>\n  <script src="x.js"></script>\n</head>\n')
+    bb.unique_inline_scripts(tmp_path)
+    assert page.read_text() == ('<head>\n  <script>const A = 1</script>\n  <script src="x.js"></script>\n'
+                                '  <script src="x.js"></script>\n</head>\n')

@@ -186,4 +186,12 @@ def search_check(exp: Experiment, used: Record, exhaustive: Record, used_label: 
          "calibration (s)": exhaustive.row["calib_seconds"],
          "same multipliers as exhaustive": f"{len(ref)}/{len(ref)}"},
     ]
-    return {"table": table, "difference": c["difference"], "ci95": list(c["ci95"]), "p_value": c["p_value"]}
+    lo, hi = c["ci95"]
+    if lo <= 0 <= hi:
+        verdict = "the two searches differ by less than this test split can resolve"
+    else:
+        better = "exhaustive" if c["difference"] > 0 else "faster"
+        verdict = (f"the {better} search is more accurate by more than this test split can resolve: "
+                   f"{abs(c['difference']):.2f} points at this setting")
+    return {"table": table, "difference": c["difference"], "ci95": list(c["ci95"]), "p_value": c["p_value"],
+            "verdict": verdict}
