@@ -33,3 +33,15 @@ def test_non_finite_values_are_refused_and_nothing_is_written(tmp_path, bad):
 def test_rows_need_the_contract_keys(tmp_path):
     with pytest.raises(ValueError, match="lacks"):
         write_results(tmp_path, "n", {}, [{"model": "m", "top1": 1.0}])
+
+
+def test_results_files_get_the_users_normal_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_results(tmp_path, "02_ptq", Provenance("02_ptq"), [ROW])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
