@@ -52,7 +52,7 @@ def test_checkpoint_without_card_is_refused(tmp_path):
 
 def test_missing_default_checkpoint_says_how_to_train(tmp_path, monkeypatch):
     monkeypatch.setattr(M, "CHECKPOINT_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match="vitquant_core.train"):
+    with pytest.raises(FileNotFoundError, match="vitquant_core.training.train"):
         M.load_model("deit_tiny_cifar")
 
 
@@ -213,8 +213,10 @@ def test_timm_name_with_local_checkpoint_needs_no_network(tmp_path, monkeypatch,
 
 def test_save_checkpoint_writes_through_atomic_write(tmp_path, monkeypatch):
     written = []
-    real = M.atomic_write
-    monkeypatch.setattr(M, "atomic_write", lambda path, content: written.append(path) or real(path, content))
+    import vitquant_core.checkpoints as C
+
+    real = C.atomic_write
+    monkeypatch.setattr(C, "atomic_write", lambda path, content: written.append(path) or real(path, content))
     M.save_checkpoint(M.create_model("resnet20_cifar"), tmp_path / "r.safetensors", {})
     assert written == [tmp_path / "r.safetensors", tmp_path / "r.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.safetensors"]  # no temporary left
