@@ -9,9 +9,14 @@ checks every page ``_toc.yml`` lists:
 * math is typeset: after MathJax's startup promise, no ``.math`` element is left without
   an ``mjx-container`` and no raw TeX delimiter (``\\(``, ``\\[``, ``$$``) is visible outside
   code; on the math pages (the methods page) at least one equation is rendered;
-* the browser logged no console error, page error or failed request.
+* the browser logged no console error, page error or failed request;
+* (notebook pages, ``notebooks/*``; see notebooks/README.md) the text holds no absolute path
+  of the build machine (the repository root, ``/tmp/``, ``/home/``, ``/work/`` ...), no
+  unrendered ``{glue}`` role and no progress bar; the page states "what the measurements
+  say" before its first code cell; and its first figure or table comes before its first
+  unfolded code cell (one whose source is not behind a toggle).
 
-Full-page screenshots of the root page and of the last notebook page go to
+Full-page screenshots of the root page and of the first and last notebook pages go to
 ``<html>/_screenshots/``. Exits non-zero with the list of failures.
 
     python tools/check_book.py [build/book/_build/html] [--toc _toc.yml]
@@ -22,6 +27,7 @@ import argparse
 import contextlib
 import functools
 import http.server
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,6 +43,12 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 MATH_PAGES = ("book/methods.html",)
 TIMEOUT_MS = 30_000
+# An absolute path of a build machine: the repository's root, or a home, temporary or work
+# folder (POSIX, macOS, Windows), not preceded by what would make it part of a URL or a word.
+MACHINE_PATH = re.compile(r"(?<![\w/.:~-])(?:/(?:tmp|home|work|root|Users|mnt|scratch|private|var/folders)/"
+                          r"|[A-Za-z]:\\Users\\)")
+PROGRESS_BAR = re.compile(r"\d+%\|[^|\n]*\|\s*\d+/\d+")
+ANSWER = "what the measurements say"
 
 # Waits for every image (lazy ones made eager) to load or fail, then describes them.
 IMAGES_JS = """async () => {
@@ -89,6 +101,7 @@ class PageReport:
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     needs_math: bool = False
+    page_failures: list[str] = field(default_factory=list)  # a notebook page's conventions
 
     @property
     def broken_images(self) -> list[str]:
@@ -104,7 +117,57 @@ class PageReport:
         out += [f"raw TeX visible: {snippet!r}" for snippet in self.raw_tex]
         out += [f"console error: {e}" for e in self.console_errors]
         out += [f"request failed: {r}" for r in self.failed_requests]
-        return out
+        return out + self.page_failures
+
+
+def machine_paths(text: str, root: str | Path = ROOT) -> list[str]:
+    """Each absolute path of a build machine (``root`` included) that ``text`` holds, once."""
+    root = str(root).rstrip("/")
+    hits = [m.start() for m in MACHINE_PATH.finditer(text)]
+    hits += [m.start() for m in re.finditer(re.escape(root) + r"(?![\w-])", text)] if len(root) > 1 else []
+    return list(dict.fromkeys(re.match(r"[^\s'\"`<>()\[\],;]*", text[i:])[0] for i in sorted(set(hits))))
+
+
+def notebook_page_failures(html: str, root: str | Path = ROOT) -> list[str]:
+    """What a notebook page breaks of the book's page conventions (notebooks/README.md), read
+    from its rendered HTML: machine paths, unrendered glue, progress bars, where the answer
+    stands, and whether a figure or table comes before the first unfolded code cell."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    body = soup.body or soup
+    out = []
+    text = body.get_text("") + "\n" + body.get_text(" ")
+    out += [f"machine path in the text: {s}" for s in machine_paths(text, root)]
+    if "{glue" in text:
+        out.append("unrendered glue role in the text (a {glue:...} whose value the page does not hold)")
+    out += [f"progress bar in the output: {m[0]!r}" for m in PROGRESS_BAR.finditer(body.get_text(""))][:1]
+
+    article = body.select_one("article") or body.select_one("main") or body
+    order = {id(el): i for i, el in enumerate(article.descendants)}
+    pos = lambda el: order[id(el)] if el is not None else None  # noqa: E731
+    cells = [c for c in article.select("div.cell") if c.select_one(".cell_input") is not None]
+    first_cell = pos(cells[0]) if cells else None
+    unfolded = next((c for c in cells if c.select_one(".cell_input").find_parent("details") is None), None)
+    visuals = [el for el in article.find_all(["img", "table", "figure"])
+               if el.find_parent(class_="cell_input") is None]
+    first_visual = min((pos(v) for v in visuals), default=None)
+    answer = next((el for el in article.find_all(["h1", "h2", "h3", "h4", "p", "strong", "span"])
+                   if ANSWER in el.get_text(" ").lower() and el.find_parent(class_="cell") is None), None)
+    if answer is None:
+        out.append(f"no '{ANSWER}' statement (the page must open with its answer)")
+    elif first_cell is not None and pos(answer) > first_cell:
+        out.append(f"'{ANSWER}' comes after the first code cell (the answer must come first)")
+    else:
+        glued = [g for g in article.select(".pasted-text, .pasted-inline")
+                 if pos(g) > pos(answer) and (first_cell is None or pos(g) < first_cell)]
+        if not glued:
+            out.append(f"'{ANSWER}' holds no glued number (fill it with {{glue:text}} from the run's results)")
+    if unfolded is not None and (first_visual is None or first_visual > pos(unfolded)):
+        out.append("an unfolded code cell comes before the first figure or table (fold it: tag hide-input)")
+    return out
 
 
 def toc_pages(toc: str | Path) -> list[str]:
@@ -152,7 +215,7 @@ def serve(folder: str | Path) -> Iterator[str]:
 
 
 def check_page(context: Any, base: str, page: str, needs_math: bool = False,
-               screenshot: Path | None = None) -> PageReport:
+               screenshot: Path | None = None, root: str | Path = ROOT) -> PageReport:
     """Load ``page`` in a new tab of ``context`` and report what the browser saw."""
     report = PageReport(page, needs_math=needs_math)
     tab = context.new_page()
@@ -173,6 +236,8 @@ def check_page(context: Any, base: str, page: str, needs_math: bool = False,
         report.mathjax = tab.evaluate(MATHJAX_JS)
         math = tab.evaluate(MATH_JS)
         report.equations, report.untypeset, report.raw_tex = math["equations"], math["untypeset"], math["raw"]
+        if page.startswith("notebooks/") and report.status == 200:
+            report.page_failures = notebook_page_failures(tab.content(), root)
         if screenshot is not None:
             from vitquant_core.io import atomic_write
 
@@ -183,13 +248,13 @@ def check_page(context: Any, base: str, page: str, needs_math: bool = False,
 
 
 def screenshot_pages(pages: list[str]) -> list[str]:
-    """The root page, and the last notebook page (a results page) when the book has one."""
+    """The root page, and the first and last notebook pages (results pages) when the book has them."""
     notebooks = [p for p in pages if p.startswith("notebooks/")]
-    return list(dict.fromkeys(pages[:1] + notebooks[-1:]))
+    return list(dict.fromkeys(pages[:1] + notebooks[:1] + notebooks[-1:]))
 
 
 def check_book(html: str | Path, toc: str | Path, math_pages: tuple[str, ...] = MATH_PAGES,
-               executable: str = CHROMIUM) -> list[PageReport]:
+               executable: str = CHROMIUM, root: str | Path = ROOT) -> list[PageReport]:
     """Check every page ``toc`` lists in the built book ``html``; screenshots go to ``html/_screenshots``."""
     from playwright.sync_api import sync_playwright
 
@@ -209,7 +274,7 @@ def check_book(html: str | Path, toc: str | Path, math_pages: tuple[str, ...] = 
             for page in pages:
                 shot = html / "_screenshots" / f"{page[:-len('.html')].replace('/', '_')}.png" \
                     if page in shots else None
-                reports.append(check_page(context, base, page, page in math_pages, shot))
+                reports.append(check_page(context, base, page, page in math_pages, shot, root))
         finally:
             browser.close()
     return reports
