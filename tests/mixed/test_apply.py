@@ -85,8 +85,9 @@ def test_rules_come_first_and_keep_the_base_rules_after():
     assert config.spec_for("blocks.1.mlp.fc1").label() == "W8A8"
 
 
-@pytest.mark.parametrize("name, other", [("blocks.0.mlp.fc1", "blocks.0.mlp.fc10"), ("features[0].conv", "features0.conv"),
-                                         ("a*b?c", "aXXbYc")], ids=["plain", "brackets", "wildcards"])
+@pytest.mark.parametrize("name, other", [("blocks.0.mlp.fc1", "blocks.0.mlp.fc10"),
+                                         ("features[0].conv", "features0.conv"), ("a*b?c", "aXXbYc")],
+                         ids=["plain", "brackets", "wildcards"])
 def test_escaped_names_match_only_themselves(name, other):
     pattern = escape_glob(name)
     assert fnmatch.fnmatchcase(name, pattern)
