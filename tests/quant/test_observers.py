@@ -286,7 +286,7 @@ def test_make_observer():
     m = make_observer("mse", qint8, PerChannel(1), n_candidates=17, percentile=1.0)
     assert isinstance(m, MSEObserver) and m.n_candidates == 17 and m.granularity == PerChannel(1)
     assert m.describe() == {"observer": "mse", "n_candidates": 17}
-    assert set(OBSERVERS) == {"minmax", "percentile", "mse"}
+    assert set(OBSERVERS) == {"minmax", "percentile", "mse", "quantile_mse"}
     with pytest.raises(ValueError, match="bogus"):
         make_observer("bogus", qint8)
 

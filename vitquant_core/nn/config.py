@@ -29,6 +29,13 @@ from ..quant.observers import OBSERVERS
 from ..quant.qtypes import MAX_BITS, MIN_BITS
 
 A_SIGNEDNESS = ("auto", "signed", "unsigned", "asymmetric")
+W_SIGNEDNESS = ("signed", "asymmetric")
+# the grid of an activation: uniform, log (RepQ-ViT's log√2, log2, an adaptive base) or PTQ4ViT's
+# twin-uniform (its softmax form on the attention probabilities, its GELU form elsewhere)
+A_QUANTIZERS = ("uniform", "log_sqrt2", "log2", "adalog", "twin_uniform")
+# fields added after results were first stored: written to JSON only when not the default, so
+# that the keys of every configuration stored before them stay the same
+_NEW_FIELDS = {"a_quantizer": "uniform", "w_signedness": "signed"}
 
 # Kept in float by the uniform configs, following common PTQ practice for both families:
 # the first layer (patch embedding / CNN stem) and the classifier, and the softmax output.
@@ -52,6 +59,8 @@ class LayerSpec:
     a_observer: str = "minmax"
     a_signedness: str = "auto"  # auto: unsigned grid when calibration saw no negative value
     percentile: float = 99.99
+    a_quantizer: str = "uniform"
+    w_signedness: str = "signed"  # asymmetric: a zero point per channel (RepQ-ViT's weights)
 
     def __post_init__(self) -> None:
         for what in ("w_bits", "a_bits"):
@@ -68,6 +77,10 @@ class LayerSpec:
                 raise ValueError(f"{what} must be one of {OBSERVERS}, got {getattr(self, what)!r}")
         if self.a_signedness not in A_SIGNEDNESS:
             raise ValueError(f"a_signedness must be one of {A_SIGNEDNESS}, got {self.a_signedness!r}")
+        if self.a_quantizer not in A_QUANTIZERS:
+            raise ValueError(f"a_quantizer must be one of {A_QUANTIZERS}, got {self.a_quantizer!r}")
+        if self.w_signedness not in W_SIGNEDNESS:
+            raise ValueError(f"w_signedness must be one of {W_SIGNEDNESS}, got {self.w_signedness!r}")
         for what in ("w_granularity", "a_granularity"):
             if not isinstance(getattr(self, what), (PerTensor, PerChannel)):
                 raise TypeError(f"{what} must be PerTensor() or PerChannel(axis), got {getattr(self, what)!r}")
@@ -83,6 +96,9 @@ class LayerSpec:
         d = asdict(self)
         d["w_granularity"] = self.w_granularity.to_json()
         d["a_granularity"] = self.a_granularity.to_json()
+        for name, default in _NEW_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod

@@ -93,24 +93,54 @@ class ActQuantizer(nn.Module):
 
 
 class WeightQuantizer:
-    """Quantizes a weight tensor once; keeps the integer form and the fake-quantized copy."""
+    """Quantizes a weight tensor once; keeps the integer form and the fake-quantized copy.
+
+    ``signedness="signed"``: symmetric, zero point 0 (the default); ``"asymmetric"``: an
+    unsigned grid with a zero point per channel (RepQ-ViT's weights).
+    """
 
     def __init__(self, weight: torch.Tensor, bits: int, granularity=PerChannel(0),
-                 observer: str = "minmax", percentile: float = 99.99) -> None:
-        self.qtype = QType(bits, signed=True)
+                 observer: str = "minmax", percentile: float = 99.99, signedness: str = "signed") -> None:
+        self.qtype = QType(bits, signed=signedness == "signed")
         self.granularity = granularity
-        obs = make_observer(observer, self.qtype, granularity, symmetric=True, percentile=percentile,
-                            max_samples=max(weight.numel(), 1))
+        self.observer_name, self.percentile = observer, percentile
+        self.symmetric = signedness == "signed"
+        self.calibrate(weight)
+
+    def calibrate(self, weight: torch.Tensor) -> None:
+        """Choose the scale (and zero point) for ``weight``: at construction, and again after a
+        transformation changed the weight (RepQ-ViT's reparameterization)."""
+        obs = make_observer(self.observer_name, self.qtype, self.granularity, symmetric=self.symmetric,
+                            percentile=self.percentile, max_samples=max(weight.numel(), 1))
         obs.update(weight.detach().float())
-        self.scale, _ = obs.compute()
+        self.scale, self.zero_point = obs.compute()
 
     def qtensor(self, weight: torch.Tensor) -> QTensor:
-        zp = torch.zeros_like(self.scale)
-        codes = quantize_codes(weight.detach().float(), self.scale, zp, self.qtype)
-        return QTensor(codes.to(self.qtype.storage_dtype), self.scale, zp, self.qtype, self.granularity)
+        codes = quantize_codes(weight.detach().float(), self.scale, self.zero_point, self.qtype)
+        return QTensor(codes.to(self.qtype.storage_dtype), self.scale, self.zero_point, self.qtype,
+                       self.granularity)
 
     def fake(self, weight: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(weight, self.scale, torch.zeros_like(self.scale), self.qtype)
+        return fake_quantize(weight, self.scale, self.zero_point, self.qtype)
+
+
+def make_act_quantizer(spec: LayerSpec, signedness: str | None = None, role: str = "input") -> nn.Module | None:
+    """The activation quantizer ``spec`` names (None when its activations stay in float).
+
+    ``role`` is "input" (of a Linear / Conv2d or a matmul operand) or "softmax" (the attention
+    probabilities): it picks the twin-uniform quantizer's form (GELU-style for inputs).
+    """
+    if spec.a_bits is None:
+        return None
+    kind = spec.a_quantizer
+    if kind == "uniform":
+        return ActQuantizer(spec.a_bits, signedness or spec.a_signedness, spec.a_observer,
+                            spec.a_granularity if role == "input" else PerTensor(), spec.percentile)
+    from .nonuniform import LogActQuantizer, TwinUniformActQuantizer
+
+    if kind == "twin_uniform":
+        return TwinUniformActQuantizer(spec.a_bits, "softmax" if role == "softmax" else "gelu")
+    return LogActQuantizer(spec.a_bits, {"log_sqrt2": "sqrt2", "log2": "2", "adalog": "adaptive"}[kind])
 
 
 class _QuantWeighted(nn.Module):
@@ -124,10 +154,8 @@ class _QuantWeighted(nn.Module):
         self.w_quantizer: WeightQuantizer | None = None
         if spec.w_bits is not None:
             self.w_quantizer = WeightQuantizer(self.weight, spec.w_bits, spec.w_granularity,
-                                               spec.w_observer, spec.percentile)
-        self.input_quantizer = (ActQuantizer(spec.a_bits, spec.a_signedness, spec.a_observer,
-                                             spec.a_granularity, spec.percentile)
-                                if spec.a_bits is not None else None)
+                                               spec.w_observer, spec.percentile, spec.w_signedness)
+        self.input_quantizer = make_act_quantizer(spec)
         self.refresh_weight()
 
     def refresh_weight(self) -> None:
@@ -139,6 +167,12 @@ class _QuantWeighted(nn.Module):
     def set_weight_scale(self, scale: torch.Tensor) -> None:
         assert self.w_quantizer is not None, f"{self.qname}: weights are kept in float"
         self.w_quantizer.scale = scale.reshape(self.w_quantizer.scale.shape).float()
+        self.refresh_weight()
+
+    def recalibrate_weight(self) -> None:
+        """Choose the weight scale again for the current weight (after a reparameterization)."""
+        if self.w_quantizer is not None:
+            self.w_quantizer.calibrate(self.weight)
         self.refresh_weight()
 
     def quantized_weight(self) -> QTensor | None:
@@ -202,16 +236,10 @@ class QuantAttention(nn.Module):
         self.norm = getattr(attn, "norm", nn.Identity())
         self.specs = specs
 
-        def act(spec: LayerSpec, signedness: str | None = None) -> ActQuantizer | None:
-            if spec.a_bits is None:
-                return None
-            return ActQuantizer(spec.a_bits, signedness or spec.a_signedness, spec.a_observer,
-                                PerTensor(), spec.percentile)
-
-        self.q_quantizer = act(specs["matmul_qk"])
-        self.k_quantizer = act(specs["matmul_qk"])
-        self.attn_quantizer = act(specs["softmax"], "unsigned")
-        self.v_quantizer = act(specs["matmul_av"])
+        self.q_quantizer = make_act_quantizer(specs["matmul_qk"], role="operand")
+        self.k_quantizer = make_act_quantizer(specs["matmul_qk"], role="operand")
+        self.attn_quantizer = make_act_quantizer(specs["softmax"], "unsigned", role="softmax")
+        self.v_quantizer = make_act_quantizer(specs["matmul_av"], role="operand")
         self.capture: dict[str, torch.Tensor] | None = None  # set to {} to record attention maps
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:

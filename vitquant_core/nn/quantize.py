@@ -99,8 +99,11 @@ def _batches(calib_data: Any) -> Iterator[torch.Tensor]:
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def act_quantizers(model: nn.Module) -> list[tuple[str, ActQuantizer]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, ActQuantizer)]
+def act_quantizers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every activation quantizer: uniform (:class:`ActQuantizer`) or on a non-uniform grid."""
+    from .nonuniform import _SampledQuantizer
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (ActQuantizer, _SampledQuantizer))]
 
 
 @contextmanager
@@ -229,7 +232,8 @@ def quantize(model: nn.Module, config: QuantConfig, calib_data: Iterable[Any] | 
         op = name.rsplit(".", 1)[0]
         for row in report.ops:
             if row["name"] == op or (row["type"].startswith("attention") and row["name"].rsplit(".", 1)[0] == op):
-                row.setdefault("a_grid", {})[name.rsplit(".", 1)[1]] = q.qtype.name if q.qtype else None
+                grid = q.qtype.name if getattr(q, "qtype", None) else getattr(q, "kind", None)
+                row.setdefault("a_grid", {})[name.rsplit(".", 1)[1]] = grid
     qmodel.vitquant_report = report  # type: ignore[assignment]
     return qmodel
 

@@ -3,7 +3,10 @@
 * ``minmax``: the observed range, s = max|x| / qmax (the study's definition);
 * ``percentile``: clip at the p-th percentile of |x| (outliers saturate);
 * ``mse``: the clipping scale minimising ||x - Q(x)||², searched over a grid of
-  candidate ranges in one vectorised pass (Banner et al. 2019; Nagel et al. 2021 §3.4).
+  candidate ranges in one vectorised pass (Banner et al. 2019; Nagel et al. 2021 §3.4);
+* ``quantile_mse``: RepQ-ViT's (Li et al., ICCV 2023): the range [q(1-p), q(p)] between
+  quantiles of the values, p in {0.999, 0.9999, 0.99999}, with the least ||x - Q(x)||²; an
+  asymmetric range is not widened to hold 0 (the zero point may fall outside the grid).
 
 Observers keep exact running extrema and, for the percentile and MSE searches, a bounded
 seeded random sample of the observed values per channel.
@@ -18,7 +21,7 @@ from .granularity import Granularity, PerChannel, PerTensor
 from .qtypes import QType
 from .quantizer import affine_scale, check_finite, symmetric_scale
 
-OBSERVERS = ("minmax", "percentile", "mse")
+OBSERVERS = ("minmax", "percentile", "mse", "quantile_mse")
 
 
 class Observer:
@@ -190,6 +193,61 @@ class MSEObserver(Observer):
         return {"observer": self.name, "n_candidates": self.n_candidates}
 
 
+class QuantileMSEObserver(Observer):
+    """RepQ-ViT's range search: quantile pairs (1 - p, p), the one with the least MSE, per row."""
+
+    name = "quantile_mse"
+    needs_samples = True
+    quantiles = (0.999, 0.9999, 0.99999)
+
+    def _candidates(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per candidate p: (lower, upper, scale, zero point), one value per row."""
+        assert self.samples is not None
+        x, out = self.samples, []
+        for p in self.quantiles:
+            if self.symmetric:
+                hi = _quantile(x.abs(), p) if self.qtype.signed else torch.clamp(_quantile(x, p), min=0)
+                lo = -hi if self.qtype.signed else torch.zeros_like(hi)
+                scale = symmetric_scale(hi, self.qtype)
+                zp = torch.zeros_like(scale)
+            else:
+                lo, hi = _quantile(x, 1.0 - p), _quantile(x, p)
+                scale = torch.clamp((hi - lo) / (self.qtype.qmax - self.qtype.qmin), min=1e-8)
+                zp = torch.round(-lo / scale) + self.qtype.qmin
+            out.append((lo, hi, scale, zp))
+        return out
+
+    def _best(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self.samples is not None
+        x = self.samples
+        best = None
+        for lo, hi, scale, zp in self._candidates():
+            s, z = scale[:, None], zp[:, None]
+            xq = (torch.clamp(torch.round(x / s) + z, self.qtype.qmin, self.qtype.qmax) - z) * s
+            err = (xq - x).pow(2).mean(dim=1)
+            if best is None:
+                best = [lo, hi, scale, zp, err]
+                continue
+            better = err < best[4]  # strictly better: the first (smallest p) wins ties, as in RepQ-ViT
+            best = [torch.where(better, a, b) for a, b in zip((lo, hi, scale, zp, err), best)]
+        assert best is not None
+        return best[0], best[1], best[2], best[3]
+
+    def clipping_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi, _, _ = self._best()
+        return lo, hi
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.min_val is None:
+            raise RuntimeError("the observer saw no data: calibrate with a non-empty calibration set")
+        _, _, scale, zp = self._best()
+        shape = self._shape()
+        return scale.reshape(shape), zp.reshape(shape)
+
+    def describe(self) -> dict[str, Any]:
+        return {"observer": self.name, "quantiles": list(self.quantiles)}
+
+
 def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     """Row-wise quantile by sorting (torch.quantile refuses more than 16 M elements)."""
     n = x.shape[1]
@@ -200,10 +258,11 @@ def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
 def make_observer(name: str, qtype: QType, granularity: Granularity = PerTensor(), symmetric: bool = True,
                   **kwargs: Any) -> Observer:
     """An observer by name: ``minmax``, ``percentile`` or ``mse``."""
-    cls = {"minmax": MinMaxObserver, "percentile": PercentileObserver, "mse": MSEObserver}.get(name)
+    cls = {"minmax": MinMaxObserver, "percentile": PercentileObserver, "mse": MSEObserver,
+           "quantile_mse": QuantileMSEObserver}.get(name)
     if cls is None:
         raise ValueError(f"unknown observer {name!r}: choose one of {OBSERVERS}")
-    if cls is MinMaxObserver:
+    if cls in (MinMaxObserver, QuantileMSEObserver):
         kwargs = {k: v for k, v in kwargs.items() if k in ("max_samples", "seed")}
     if cls is PercentileObserver:
         kwargs = {k: v for k, v in kwargs.items() if k in ("max_samples", "seed", "percentile")}

@@ -35,6 +35,11 @@ def _weight_operand(module: QuantLinear) -> Operand:
 
 def _act_operand(role: str, q: ActQuantizer | None, x: torch.Tensor) -> Operand:
     x = x.float()
+    if q is not None and not isinstance(q, ActQuantizer) and q.mode == "quantize":
+        # a non-uniform grid (log, twin-uniform) keeps its own parameters: the search sees the
+        # operand as that grid quantizes it
+        with torch.no_grad():
+            return Operand(role, q(x).float())
     if q is None or q.mode != "quantize" or q.qtype is None:
         return Operand(role, x)
     # max-based scale on the inputs this layer actually sees, on the grid calibration chose
