@@ -4,6 +4,7 @@ from .table import (
     FLOAT_BITS,
     OpCost,
     activation_bits,
+    as_config,
     as_dataframe,
     bops,
     cost_table,
@@ -13,5 +14,5 @@ from .table import (
     weight_bits,
 )
 
-__all__ = ["BIAS_BITS", "FLOAT_BITS", "OpCost", "activation_bits", "as_dataframe", "bops", "cost_table",
+__all__ = ["BIAS_BITS", "FLOAT_BITS", "OpCost", "activation_bits", "as_config", "as_dataframe", "bops", "cost_table",
            "cost_totals", "operand_bits", "priced", "weight_bits"]

@@ -190,7 +190,8 @@ def _bits(b: int | None) -> int:
     return FLOAT_BITS if b is None else b
 
 
-def _as_config(config: QuantConfig | str | None) -> QuantConfig:
+def as_config(config: QuantConfig | str | None) -> QuantConfig:
+    """A QuantConfig from a config, a label such as "W4A4", or None (every operation in float)."""
     if config is None:
         return QuantConfig.uniform(None, None, keep_float=())
     if isinstance(config, str):
@@ -208,7 +209,7 @@ def operand_bits(op: OpCost, config: QuantConfig | str | None) -> tuple[int | No
     ``a_bits`` (q and k both from ``matmul_qk``; the softmax output from ``<attn>.softmax`` and v
     from ``matmul_av``), both float when the config does not quantize attention.
     """
-    cfg = _as_config(config)
+    cfg = as_config(config)
     if op.kind != "matmul":
         spec: LayerSpec = cfg.spec_for(op.name)
         return spec.a_bits, spec.w_bits
@@ -242,7 +243,7 @@ def priced(table: Iterable[OpCost], config: QuantConfig | str | None) -> pd.Data
     ``b_w``, biases at 32 bits), ``act_bytes`` (the input activations read, at their widths) and
     ``bops``. :func:`cost_totals` sums it.
     """
-    cfg = _as_config(config)
+    cfg = as_config(config)
     table = list(table)
     df = as_dataframe(table)
     extra = []
