@@ -102,3 +102,12 @@ def test_bad_arguments():
     a = p.allocation([0], "hand", {}, "given", 0.0)
     with pytest.raises(TypeError, match="QuantConfig"):
         allocation_to_config(a, None)
+
+
+def test_attention_bits_need_a_base_that_quantizes_attention():
+    p = random_problem(["blocks.0.attn.matmul_av"])
+    a = p.allocation([CANDS.index("W4A4")], "hand", {}, "given", 0.0)
+    with pytest.raises(ValueError, match="quantize_attention=False"):
+        allocation_to_config(a, QuantConfig.uniform(8, 8, quantize_attention=False))
+    kept = p.allocation([CANDS.index("float")], "hand", {}, "given", 0.0)
+    assert allocation_to_config(kept, QuantConfig.uniform(8, 8, quantize_attention=False)).rules[0][1] == FLOAT

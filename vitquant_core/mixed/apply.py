@@ -32,6 +32,10 @@ def allocation_to_config(allocation: Allocation, base: QuantConfig) -> QuantConf
         raise TypeError(f"allocation must be an Allocation (from solve_milp and the like), got {type(allocation)}")
     if not isinstance(base, QuantConfig):
         raise TypeError(f"base must be a QuantConfig, e.g. QuantConfig.uniform(8, 8), got {type(base).__name__}")
+    attention = [op for op, c in allocation.choice.items() if is_attention_pseudo_op(op) and parse_candidate(c)[1]]
+    if attention and not base.quantize_attention:
+        raise ValueError(f"the allocation quantizes attention matmuls ({attention[:3]}) but the base config has "
+                         "quantize_attention=False: pass a base that quantizes them")
     rules: list[tuple[str, LayerSpec]] = []
     for op, label in allocation.choice.items():
         w_bits, a_bits = parse_candidate(label)

@@ -68,7 +68,7 @@ def _finite_nonneg(x: Any, what: str) -> float:
     return x
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # equal only to itself: it holds arrays and dicts
 class Problem:
     """Operations, candidates, sensitivity[op][cand], costs[kind][op][cand] and tied groups.
 
