@@ -15,6 +15,13 @@ published book without recomputing it. Each run then:
 
 ``--recompute`` re-executes every notebook and ignores stored rows. The rendered book is
 ``build/book/_build/html``.
+
+What is stored and published names no path of this machine (paths become relative to the
+repository) and holds no progress bar (``TQDM_DISABLE=1`` while executing, leftovers
+stripped). Each page is published folded (notebooks/README.md): papermill's injected
+parameters cell is removed (``remove-cell``), and every other code cell that does not choose
+its own visibility (``hide-input``, ``hide-cell``, ``remove-input``, ``remove-cell``) gets
+``hide-input``: its source behind a toggle, its output shown.
 """
 from __future__ import annotations
 
@@ -35,6 +42,10 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "build" / "book"
 KEY_PARTS = ("source", "parameters", "checkpoints", "data", "requirements")
+# tags with which a cell chooses how its source is shown (Jupyter Book / myst-nb)
+VISIBILITY_TAGS = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
+# a line of a tqdm bar ("45%|####   | 18/40 [00:04<00:04, 4.53it/s]") or of tqdm's warning on import
+PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d(?:it|s)/(?:s|it)\]|TqdmWarning|import tqdm as notebook_tqdm")
 
 
 def toc_notebooks(toc: Path = ROOT / "_toc.yml") -> list[str]:
@@ -118,20 +129,70 @@ def execute(name: str, out: Path, profile: str, results: Path, overrides: dict[s
            "-k", "python3", "--cwd", str(ROOT / "notebooks")]
     for k, v in params.items():
         cmd += ["-y", json.dumps({k: v})]
-    env = dict(os.environ, VITQUANT_RECOMPUTE="1" if recompute else os.environ.get("VITQUANT_RECOMPUTE", ""))
+    env = dict(os.environ, VITQUANT_RECOMPUTE="1" if recompute else os.environ.get("VITQUANT_RECOMPUTE", ""),
+               TQDM_DISABLE="1")  # progress bars are for a person watching, not for the page
     print(f"[book] executing {name} ({profile} profile)", flush=True)
     subprocess.run(cmd, check=True, env=env)
-    nb = nbformat.read(running, as_version=4)
+    nb = clean_outputs(nbformat.read(running, as_version=4))
     nb.metadata["vitquant"] = {"key": key, "profile": profile,
                                "executed": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     nbformat.write(nb, running)
     running.replace(out)
 
 
-def with_banner(src: Path, dest: Path, text: str) -> None:
-    nb = nbformat.read(src, as_version=4)
-    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
-    nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(f":::{{warning}}\n{text}\n:::"))
+def public(value: Any) -> Any:
+    """``value`` with this repository's absolute paths made relative (vitquant_core.results)."""
+    from vitquant_core.results import public_paths
+
+    return public_paths(value, ROOT)
+
+
+def clean_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop progress-bar leftovers from stderr and make every path in outputs and metadata
+    relative to the repository (papermill records its input and output paths)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                text = out.text
+                if out.name == "stderr":
+                    text = "".join(line for line in text.splitlines(keepends=True) if not PROGRESS.search(line))
+                    if not text.strip():
+                        continue
+                out.text = public(text)
+            elif "data" in out:
+                out.data = {k: public(v) if isinstance(v, str) else v for k, v in out.data.items()}
+            elif out.output_type == "error":
+                out.traceback = [public(line) for line in out.traceback]
+            outputs.append(out)
+        cell.outputs = outputs
+    nb.metadata = public(nb.metadata)
+    return nb
+
+
+def publish(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The page as the book shows it: papermill's injected cell removed, other code folded."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        elif not VISIBILITY_TAGS & set(tags):
+            tags.append("hide-input")
+        cell.metadata["tags"] = tags
+    return clean_outputs(nb)
+
+
+def write_page(src: Path, dest: Path, banner: str | None = None) -> None:
+    """Publish the executed notebook ``src`` as the page ``dest``, a warning under its title
+    when ``banner`` says why its outputs are not current."""
+    nb = publish(nbformat.read(src, as_version=4))
+    if banner:
+        title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+        nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(f":::{{warning}}\n{banner}\n:::"))
     nbformat.write(nb, dest)
 
 
@@ -155,20 +216,20 @@ def prepare(names: list[str], args: argparse.Namespace, overrides: dict[str, Any
         page = BOOK / "notebooks" / f"{name}.ipynb"
         if fresh:
             print(f"[book] {name}: stored output is current", flush=True)
-            shutil.copyfile(stored, page)
+            write_page(stored, page)
         elif args.stale == "recompute" or args.recompute:
             print(f"[book] {name}: {'--recompute' if args.recompute else stale_reason(old, key)}", flush=True)
             execute(name, stored, args.profile, results, overrides, key, args.recompute)
-            shutil.copyfile(stored, page)
+            write_page(stored, page)
         elif old is not None:
             print(f"[book] {name}: STALE ({stale_reason(old, key)}); shown with a warning", flush=True)
-            with_banner(stored, page, f"This page shows outputs stored before its inputs changed "
+            write_page(stored, page, f"This page shows outputs stored before its inputs changed "
                         f"({stale_reason(old, key)}). Run `make book` to recompute it.")
         else:
             quick = ROOT / "build" / "executed-quick"
             print(f"[book] {name}: no stored {args.profile} output; executing the quick profile", flush=True)
             execute(name, quick / f"{name}.ipynb", "quick", ROOT / "results" / "quick", overrides, key, False)
-            with_banner(quick / f"{name}.ipynb", page, f"No {args.profile}-profile output of this page is "
+            write_page(quick / f"{name}.ipynb", page, f"No {args.profile}-profile output of this page is "
                         "stored yet: it was computed with the small quick profile. Run `make book` to "
                         "compute the published one.")
         pages.append(page)

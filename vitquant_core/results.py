@@ -2,7 +2,9 @@
 
 ``{results_dir}/{notebook}.json`` holds ``{"notebook", "provenance", "rows"}``. Each row
 has at least ``model, method, w_bits, a_bits, granularity, top1`` (float rows use 32 bits).
-Later notebooks read earlier results instead of recomputing them.
+Later notebooks read earlier results instead of recomputing them. What is written names no
+path of the machine that made it: a path inside the repository is written relative to it,
+one outside by its last component only (:func:`public_paths`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from .io import atomic_write
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_ROW_KEYS = ("model", "method", "w_bits", "a_bits", "granularity", "top1")
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "vitquant_core")
 
@@ -48,6 +51,30 @@ def package_versions(packages: Iterable[str] = PACKAGES) -> dict[str, str | None
     return versions
 
 
+def public_paths(obj: Any, root: str | os.PathLike = REPO_ROOT) -> Any:
+    """``obj`` with every machine path made public: strings and paths (in dicts and lists too)
+    that are an absolute path inside ``root`` become relative to it, other absolute paths become
+    ``<outside the repository>/<name>``, and ``root`` written inside longer text is dropped.
+    A results file or a published page then says which file, not whose machine."""
+    base = str(Path(root).resolve())
+    if isinstance(obj, dict):
+        return {k: public_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(public_paths(v, base) for v in obj)
+    if isinstance(obj, os.PathLike):
+        obj = os.fspath(obj)
+    if not isinstance(obj, str):
+        return obj
+    if os.path.isabs(obj) and "\n" not in obj and len(Path(obj).parts) > 2:  # not "/" or "/s"
+        path = Path(obj)
+        if path == Path(base):
+            return "."
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+        return f"<outside the repository>/{path.name}"
+    return obj.replace(base + os.sep, "").replace(base, ".")
+
+
 class Provenance:
     """Collects what a results file must say about how it was made; times the run."""
 
@@ -61,7 +88,7 @@ class Provenance:
         self.fields.update(fields)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return public_paths({
             "commit": git_commit(),
             "packages": package_versions(),
             "python": platform.python_version(),
@@ -69,7 +96,7 @@ class Provenance:
             **self.fields,
             "started": self.started.isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - self._t0, 1),
-        }
+        })
 
 
 def check_finite(obj: Any, path: str = "") -> None:
@@ -97,7 +124,7 @@ def write_results(results_dir: str | os.PathLike, notebook: str, provenance: Pro
     """Write ``{results_dir}/{notebook}.json`` atomically (readers see the old file or the new one)."""
     check_rows(rows)
     prov = provenance.to_json() if isinstance(provenance, Provenance) else provenance
-    doc = {"notebook": notebook, "provenance": prov, "rows": rows, **(extra or {})}
+    doc = public_paths({"notebook": notebook, "provenance": prov, "rows": rows, **(extra or {})})
     check_finite(doc)
     path = Path(results_dir) / f"{notebook}.json"
     atomic_write(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")

@@ -77,10 +77,67 @@ def test_a_stale_page_carries_a_warning_under_its_title(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · Title"),
                                          nbformat.v4.new_code_cell("1 + 1")])
     nbformat.write(nb, src)
-    bb.with_banner(src, tmp_path / "out.ipynb", "outputs are stale")
+    bb.write_page(src, tmp_path / "out.ipynb", "outputs are stale")
     cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
     assert cells[0].source == "# 01 · Title"
     assert cells[1].cell_type == "markdown" and cells[1].source == ":::{warning}\noutputs are stale\n:::"
+    assert cells[2].metadata.tags == ["hide-input"]
+
+
+def _cell(source: str, tags: list[str], *outputs) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {})
+    cell.outputs = list(outputs)
+    return cell
+
+
+def test_a_page_is_published_folded_without_the_injected_parameters():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 02 · PTQ"),
+        _cell("bits = [8]", ["parameters"]),
+        _cell(f"results_dir = '{ROOT}/results/full'", ["injected-parameters"]),
+        _cell("setup()", []),
+        _cell("glue('x', 1)", ["remove-cell"]),
+        _cell("plot()", ["hide-cell"]),
+        _cell("table()", ["remove-input", "full-width"])])
+    tags = [c.metadata.get("tags") for c in bb.publish(nb).cells]
+    assert tags == [None, ["parameters", "hide-input"], ["injected-parameters", "remove-cell"], ["hide-input"],
+                    ["remove-cell"], ["hide-cell"], ["remove-input", "full-width"]]
+
+
+def test_progress_bars_and_machine_paths_leave_the_outputs():
+    stream = nbformat.v4.new_output
+    nb = nbformat.v4.new_notebook(cells=[_cell("run()", [],
+        stream("stream", name="stderr", text="ptq W4A4:  45%|████▌     | 18/40 [00:04<00:04,  4.53it/s]\r"
+                                             "ptq W4A4: 100%|██████████| 40/40 [00:09<00:00,  4.45it/s]\n"),
+        stream("stream", name="stderr", text=f"{ROOT}/.venv/lib/tqdm/auto.py:21: TqdmWarning: IProgress not "
+                                             "found.\n  from .autonotebook import tqdm as notebook_tqdm\n"),
+        stream("stream", name="stderr", text=f"UserWarning: {ROOT}/data is read-only\n"),
+        stream("stream", name="stdout", text=f"checkpoint {ROOT}/checkpoints/r.safetensors\n"),
+        stream("display_data", data={"text/plain": f"'{ROOT}/x'", "image/png": "iVBOR"}))])
+    nb.metadata["papermill"] = {"input_path": f"{ROOT}/notebooks/02_ptq.ipynb", "parameters": {"seed": 0}}
+    out = bb.clean_outputs(nb)
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in out.cells[0].outputs] == [
+        ("stream", "stderr", "UserWarning: data is read-only\n"),
+        ("stream", "stdout", "checkpoint checkpoints/r.safetensors\n"), ("display_data", None, None)]
+    assert out.cells[0].outputs[2].data == {"text/plain": "'x'", "image/png": "iVBOR"}
+    assert out.metadata["papermill"] == {"input_path": "notebooks/02_ptq.ipynb", "parameters": {"seed": 0}}
+
+
+def test_results_provenance_names_no_machine_path(tmp_path):
+    """What the notebooks write (vitquant_core.results) says which file, not whose machine."""
+    from vitquant_core.results import Provenance, public_paths, write_results
+
+    assert public_paths({"root": f"{ROOT}/.cache/data/cifar10-jpeg", "copy": "cifar10-jpeg (quality 75)",
+                         "data": ["/mnt/imagenet/val", "/", ROOT], "n": 3}) == {
+        "root": ".cache/data/cifar10-jpeg", "copy": "cifar10-jpeg (quality 75)",
+        "data": ["<outside the repository>/val", "/", "."], "n": 3}
+    prov = Provenance("01_baseline", checkpoint=str(ROOT / "checkpoints" / "resnet20_cifar.safetensors"),
+                      dataset={"root": "/tmp/vq/cifar10-jpeg", "split": "test"})
+    row = {"model": "m", "method": "fp32", "w_bits": 32, "a_bits": 32, "granularity": "none", "top1": 90.0}
+    doc = json.loads(write_results(tmp_path, "01_baseline", prov, [row]).read_text())
+    assert doc["provenance"]["checkpoint"] == "checkpoints/resnet20_cifar.safetensors"
+    assert doc["provenance"]["dataset"] == {"root": "<outside the repository>/cifar10-jpeg", "split": "test"}
+    assert doc["rows"] == [row]
 
 
 def test_a_repeated_inline_script_is_written_once(tmp_path):
