@@ -66,11 +66,11 @@ def mac_energy_pj(b_a: int | None, b_w: int | None, constants: EnergyConstants |
                   accumulator_bits: int = 32) -> float:
     """Energy of one MAC (pJ) with operands of ``b_a`` and ``b_w`` bits; None is float (fp32 MAC)."""
     c = _constants(constants).compute
-    if b_a is None or b_w is None:
-        return c["fp32_mult"] + c["fp32_add"]
-    if not (isinstance(accumulator_bits, int) and accumulator_bits > 0):
+    if isinstance(accumulator_bits, bool) or not (isinstance(accumulator_bits, int) and accumulator_bits > 0):
         raise ValueError(f"accumulator_bits must be a positive int (32 for int32 accumulators), "
                          f"got {accumulator_bits!r}")
+    if b_a is None or b_w is None:
+        return c["fp32_mult"] + c["fp32_add"]
     return c["int8_mult"] * b_a * b_w / 64 + c["int32_add"] * accumulator_bits / 32
 
 
