@@ -15,7 +15,7 @@ def _rows(table):
 
 
 @pytest.fixture
-def tiny_vit():
+def vit16():
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
@@ -68,8 +68,8 @@ def test_conv_with_stride_padding_groups_by_hand():
     assert (row.input_elems, row.output_elems) == (4 * 81, 150)
 
 
-def test_attention_block_by_hand(tiny_vit):
-    table = cost_table(tiny_vit, (3, 16, 16))
+def test_attention_block_by_hand(vit16):
+    table = cost_table(vit16, (3, 16, 16))
     n, c, h, d = 17, 24, 2, 12
     expected = {
         "patch_embed.proj": 16 * c * 3 * 4 * 4,
@@ -92,11 +92,11 @@ def test_attention_block_by_hand(tiny_vit):
     assert (av.a_from, av.w_from) == ("blocks.0.attn.softmax", "blocks.0.attn.matmul_av")
 
 
-def test_model_untouched(tiny_vit):
+def test_model_untouched(vit16):
     from timm.models.vision_transformer import Attention
 
-    cost_table(tiny_vit, (3, 16, 16))
-    assert type(tiny_vit.blocks[0].attn) is Attention
+    cost_table(vit16, (3, 16, 16))
+    assert type(vit16.blocks[0].attn) is Attention
 
 
 def test_tiny_resnet_folds_batchnorm_by_hand():
@@ -115,8 +115,8 @@ def test_tiny_resnet_folds_batchnorm_by_hand():
     assert isinstance(model.bn1, nn.BatchNorm2d)  # on a copy
 
 
-def test_priced_by_hand(tiny_vit):
-    table = cost_table(tiny_vit, (3, 16, 16))
+def test_priced_by_hand(vit16):
+    table = cost_table(vit16, (3, 16, 16))
     # W4A8 everywhere, except the defaults kept in float: patch embedding, head, softmax output
     df = priced(table, QuantConfig.uniform(4, 8)).set_index("name")
     qkv = df.loc["blocks.0.attn.qkv"]
@@ -136,8 +136,8 @@ def test_priced_by_hand(tiny_vit):
     assert cost_totals(df)["bops"] == df.bops.sum()
 
 
-def test_priced_rules_and_float_attention(tiny_vit):
-    table = cost_table(tiny_vit, (3, 16, 16))
+def test_priced_rules_and_float_attention(vit16):
+    table = cost_table(vit16, (3, 16, 16))
     cfg = QuantConfig(LayerSpec(8, 8), (("*.fc2", LayerSpec(3, 6)), ("*.softmax", LayerSpec(None, 4))))
     rows = _rows(table)
     assert operand_bits(rows["blocks.0.mlp.fc2"], cfg) == (6, 3)

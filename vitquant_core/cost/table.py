@@ -14,7 +14,8 @@ block running it; inside an attention block the first matmul is q·kᵀ and the 
 Nothing here is a formula for one architecture.
 
 Pricing a table at a bit assignment (:func:`priced`) gives weight and activation bytes and the
-bit operations of Baskin et al. / HAWQ-V3 (BOPs = MACs × b_w × b_a, float counted as 32 bits).
+bit operations (BOPs = MACs × b_w × b_a, float counted as 32 bits) that UNIQ (Baskin et al.,
+2021) and HAWQ-V3 (Yao et al., ICML 2021) budget mixed precision with.
 For a matmul the two operands are both activations: ``b_a`` is the left one's width (q, or the
 softmax output) and ``b_w`` the right one's (k, or v).
 """
