@@ -181,13 +181,26 @@ def qdq_twin(qmodel: nn.Module, output_quantizers: dict[str, ActQuantizer] | Non
     return twin
 
 
-def _export(model: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+def _export(model: nn.Module, example_input: torch.Tensor, path: Path) -> onnx.ModelProto:
+    """TorchScript export (the dynamo exporter needs onnxscript, not a dependency here)."""
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
         warnings.simplefilter("ignore")
         with torch.no_grad():
+            # initializers as inputs: this keeps the exporter from merging equal scales of two
+            # quantizers (a block's conv1 and its shortcut see the same tensor) under one name
             torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              keep_initializers_as_inputs=True)
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    # as graph inputs they could be overridden at run time, which stops ONNX Runtime's
+    # constant folding and QDQ fusions: keep them constants
+    for inp in [i for i in g.input if i.name in inits]:
+        g.input.remove(inp)
+    _inline_identities(g)
+    return model
 
 
 def _inline_identities(g: onnx.GraphProto) -> None:
@@ -306,9 +319,7 @@ def export_qdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     outs = None if output_calib is None else calibrate_conv_outputs(qmodel, output_calib)
     twin = qdq_twin(qmodel, outs)
-    _export(twin, example_input, path)
-    model = onnx.load(str(path))
-    _inline_identities(model.graph)
+    model = _export(twin, example_input, path)
     _name_zero_points(model.graph)
     _drop_redundant_requantization(model.graph)
     n_weights = sum(isinstance(m, _QDQWeighted) and m.quantized for m in twin.modules())
@@ -327,10 +338,7 @@ def export_fp32(model: nn.Module, example_input: torch.Tensor, path: str | Path)
     path.parent.mkdir(parents=True, exist_ok=True)
     m = copy.deepcopy(model).eval()
     fold_batchnorm(m)
-    _export(m, example_input, path)
-    model = onnx.load(str(path))
-    _inline_identities(model.graph)  # ORT's quantize_static expects each bias as an initializer
-    onnx.save(model, str(path))
+    onnx.save(_export(m, example_input, path), str(path))
     return path
 
 
