@@ -1,7 +1,9 @@
-"""Each numbered notebook runs under papermill on a tiny profile and writes the rows it promises."""
+"""Each numbered notebook runs under papermill on a tiny profile and writes the rows it promises;
+each follows the page conventions of notebooks/README.md (checked on its source, without running it)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -130,3 +132,50 @@ def test_03_rerun_reads_every_configuration_back(results_dir, tmp_path):
     out = nbformat.read(tmp_path / "again.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
     assert printed.count("(stored)") == 2
+
+
+# The page conventions (notebooks/README.md), read from each notebook's source: no execution.
+PAGES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+ANSWER_HEADING = "## What the measurements say"
+VISIBILITY = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
+GLUE_ROLE = re.compile(r"\{glue:text\}`([A-Za-z0-9_]+)(?::[^`]*)?`")
+
+
+def glued_names(nb: nbformat.NotebookNode) -> set[str]:
+    """The names an executed notebook glued (myst-nb's outputs carry them as scrapbook metadata)."""
+    return {o["metadata"]["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.stem)
+def test_a_page_opens_with_its_question_its_glued_answer_then_its_parameters(path):
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# {path.stem[:2]} · "), \
+        "the first cell is the page's title and question: '# NN · Title'"
+    answer = cells[1]
+    assert answer.cell_type == "markdown" and answer.source.startswith(ANSWER_HEADING), \
+        f"the second cell is the answer, headed '{ANSWER_HEADING}'"
+    assert len(GLUE_ROLE.findall(answer.source)) >= 2, "the answer's numbers are {glue:text} roles, not typed"
+    assert sum(ANSWER_HEADING in c.source for c in cells if c.cell_type == "markdown") == 1
+    assert "parameters" in cells[2].metadata.get("tags", []), "the third cell is the one tagged 'parameters'"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.stem)
+def test_every_code_cell_is_folded_and_drawn_in_the_book_style(path):
+    cells = nbformat.read(path, as_version=4).cells
+    unfolded = [i for i, c in enumerate(cells)
+                if c.cell_type == "code" and not VISIBILITY & set(c.metadata.get("tags", []))]
+    assert unfolded == [], f"code cells {unfolded} have none of the tags {sorted(VISIBILITY)}"
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    assert "use_book_style()" in code and "sns.set_theme(" not in code, "draw with vitquant_core.style"
+    assert "from myst_nb import glue" in code
+
+
+@pytest.mark.parametrize("path", [p for p in PAGES if (ROOT / "results/full/executed" / p.name).exists()],
+                         ids=lambda p: p.stem)
+def test_the_stored_page_glues_every_number_its_answer_uses(path):
+    """In the committed full-profile copy, each {glue:text} name of the answer was glued."""
+    nb = nbformat.read(ROOT / "results/full/executed" / path.name, as_version=4)
+    answer = next(c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(ANSWER_HEADING))
+    missing = set(GLUE_ROLE.findall(answer.source)) - glued_names(nb)
+    assert missing == set(), f"glued nowhere in the executed notebook: {sorted(missing)}"
