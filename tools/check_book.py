@@ -147,7 +147,10 @@ def notebook_page_failures(html: str, root: str | Path = ROOT) -> list[str]:
 
     article = body.select_one("article") or body.select_one("main") or body
     order = {id(el): i for i, el in enumerate(article.descendants)}
-    pos = lambda el: order[id(el)] if el is not None else None  # noqa: E731
+
+    def pos(el: Any) -> int:  # an element's place in document order
+        return order[id(el)]
+
     cells = [c for c in article.select("div.cell") if c.select_one(".cell_input") is not None]
     first_cell = pos(cells[0]) if cells else None
     unfolded = next((c for c in cells if c.select_one(".cell_input").find_parent("details") is None), None)
