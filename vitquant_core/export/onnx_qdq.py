@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
-from ..nn.modules import ActQuantizer, QuantAttention, QuantConv2d, QuantLinear, _QuantWeighted
+from ..nn.modules import ActQuantizer, QuantAttention, QuantConv2d, QuantLinear, WeightQuantizer, _QuantWeighted
 from ..nn.quantize import fold_batchnorm
 from ..quant.granularity import PerChannel, PerTensor
 
@@ -109,6 +109,8 @@ class _QDQWeighted(nn.Module):
         self.bias = None if m.bias is None else nn.Parameter(m.bias.detach().clone(), requires_grad=False)
         if self.quantized:
             wq = m.w_quantizer
+            if type(wq) is not WeightQuantizer:
+                raise _simulated_only(f"{name} has a {type(wq).__name__} weight quantizer")
             if wq.qtype.bits != 8:
                 raise _simulated_only(f"{name} quantizes its weights to {wq.qtype.bits} bits")
             if not isinstance(wq.granularity, PerChannel) or wq.granularity.axis != 0:

@@ -137,11 +137,13 @@ class _Reader:
 
 
 def ort_quantize_static(fp32_path: str | Path, calib_batches: Sequence[torch.Tensor], method: str = "MinMax",
-                        out_path: str | Path | None = None) -> Path:
+                        out_path: str | Path | None = None, op_types: Sequence[str] | None = None) -> Path:
     """ONNX Runtime's own W8A8 static quantization of the FP32 export: QDQ, per-channel int8
     weights, int8 activations with its ``method`` calibration on the same images.
 
-    Returns the path written (``out_path``, else ``<fp32 stem>.ort_<method>.onnx`` beside it).
+    ``op_types``: the operator types it quantizes (None: its default set, which leaves
+    residual ``Add`` in float, and with it the convs feeding one). Returns the path written
+    (``out_path``, else ``<fp32 stem>.ort_<method>.onnx`` beside it).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -155,5 +157,6 @@ def ort_quantize_static(fp32_path: str | Path, calib_batches: Sequence[torch.Ten
     quantize_static(str(fp32_path), str(out), _Reader(calib_batches), quant_format=QuantFormat.QDQ,
                     per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, method),
-                    calibration_providers=["CPUExecutionProvider"])
+                    calibration_providers=["CPUExecutionProvider"],
+                    op_types_to_quantize=list(op_types) if op_types is not None else None)
     return out
