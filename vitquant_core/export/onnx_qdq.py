@@ -25,7 +25,10 @@ quantizers sits; this route cannot place one anywhere else.
 ONNX Runtime's integer kernels are 8-bit, so only 8-bit uniform quantizers are exported;
 lower widths, and non-uniform quantizers (log2, twin-uniform), are simulated only.
 Operations our model keeps in float (LayerNorm, GELU, residual adds, the float stem and
-classifier) stay float in the graph.
+classifier) stay float in the graph, except where :func:`export_qdq` is asked for
+calibrated conv outputs: ONNX Runtime's int8 convs need a quantized output, and the
+residual adds of a CNN then run in int8 too (a deviation from the simulation, measured
+against it).
 """
 from __future__ import annotations
 
@@ -266,6 +269,51 @@ def _drop_redundant_requantization(g: onnx.GraphProto) -> int:
     return removed
 
 
+def _consumers(g: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _quantized_residuals(g: onnx.GraphProto) -> int:
+    """Let a residual Add read its float shortcut through the Q → DQ pair the same tensor
+    already passes on its way into the next conv, and merge that tensor's equal Q nodes.
+
+    With both Add inputs dequantized and a Q after it (through the ReLU), ONNX Runtime runs the
+    Add as QLinearAdd and stays in int8 from block to block; the shortcut then carries the
+    8-bit value the next conv reads instead of the float one. Returns how many Adds changed.
+    """
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+
+    def same_grid(a: onnx.NodeProto, b: onnx.NodeProto) -> bool:
+        return all(np.array_equal(inits[a.input[k]], inits[b.input[k]]) and
+                   inits[a.input[k]].dtype == inits[b.input[k]].dtype for k in (1, 2))
+
+    cons = _consumers(g)
+    for users in list(cons.values()):  # one Q per tensor and grid: a conv and its shortcut conv
+        qs = [n for n in users if n.op_type == "QuantizeLinear"]
+        for dup in [q for q in qs[1:] if same_grid(q, qs[0])]:
+            for n in cons.get(dup.output[0], []):
+                n.input[list(n.input).index(dup.output[0])] = qs[0].output[0]
+            g.node.remove(dup)
+    cons = _consumers(g)
+    producer = {o: n for n in g.node for o in n.output}
+    changed = 0
+    for add in [n for n in g.node if n.op_type == "Add"]:
+        if not any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in add.input):
+            continue
+        for k, inp in enumerate(add.input):
+            q = next((n for n in cons.get(inp, []) if n.op_type == "QuantizeLinear"), None)
+            if q is None or (producer.get(inp) is not None and producer[inp].op_type == "DequantizeLinear"):
+                continue
+            dq = next(n for n in cons[q.output[0]] if n.op_type == "DequantizeLinear")
+            add.input[k] = dq.output[0]
+            changed += 1
+    return changed
+
+
 def _fold_weight_quantize(g: onnx.GraphProto) -> int:
     """Replace Q(float weight initializer) by the int8 initializer it computes; returns how many.
 
@@ -305,14 +353,19 @@ def export_qdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | Path,
     ``output_calib``: None exports exactly our simulation. ONNX Runtime runs a conv in
     integers (QLinearConv) only when its output is quantized too, which our simulation does
     not do where a conv feeds a residual add; matmuls need no output quantizer
-    (MatMulIntegerToFloat). Given calibration batches, every quantized conv output is given
-    an 8-bit min-max scale observed by our observer on the fake-quantized model, so that
-    every such conv runs in integers; this adds one requantization per residual branch
-    that the simulation lacks (compare the two exports' top-1). A pair the next layer
-    requantizes at once (conv → ReLU → conv) is dropped as redundant.
+    (MatMulIntegerToFloat). Given calibration batches, the export adds, for CNNs:
 
-    Weight
-    initializers are ``<module>.weight_qdq`` (int8) with ``<module>.weight_scale``; the
+    * an 8-bit min-max scale on every quantized conv's output, observed by our observer on
+      the fake-quantized model (a pair the next layer requantizes at once, conv → ReLU →
+      conv, is dropped as redundant);
+    * a residual Add reads its shortcut through the 8-bit pair the same tensor already
+      passes into the next conv, so that the Add runs as QLinearAdd.
+
+    Every quantized conv and every residual add but the last then runs in int8; this adds
+    one requantization per residual branch and an 8-bit shortcut, which the simulation
+    lacks (compare the two exports' top-1).
+
+    Weight initializers are ``<module>.weight_qdq`` (int8) with ``<module>.weight_scale``; the
     activation pairs carry ``<quantizer>.scale`` and ``<quantizer>.zero_point``
     (:func:`qdq_params` reads them back). Raises :class:`ExportError` for a model with
     quantizers other than 8-bit uniform ones.
@@ -323,7 +376,9 @@ def export_qdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | Path,
     twin = qdq_twin(qmodel, outs)
     model = _export(twin, example_input, path)
     _name_zero_points(model.graph)
-    _drop_redundant_requantization(model.graph)
+    if outs is not None:
+        _drop_redundant_requantization(model.graph)
+        _quantized_residuals(model.graph)
     n_weights = sum(isinstance(m, _QDQWeighted) and m.quantized for m in twin.modules())
     if _fold_weight_quantize(model.graph) != n_weights:
         raise RuntimeError(f"expected {n_weights} quantized weights in the exported graph; the exporter "
