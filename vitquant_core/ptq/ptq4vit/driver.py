@@ -91,7 +91,9 @@ def ptq4vit_quantize(model: nn.Module, w_bits: int, a_bits: int, calib_data: Ite
     """A quantized copy of ``model`` (WbAb under ``protocol``) with scales chosen by PTQ4ViT.
 
     ``calib_data``: batches of inputs (or (x, y) pairs); every image sets the initial min-max
-    scales, the first ``n_search_images`` of them (None: all) feed the search. ``metric``:
+    scales, the first ``n_search_images`` of them (None: all) feed the search (the calibration
+    batches are already a seeded random draw). On DeiT-Tiny/CIFAR on one CPU core,
+    ``n_search_images=32, n_candidates=32`` takes about 2–3 minutes (package docstring). ``metric``:
     "hessian" (squared Fisher gradients of each operation's output as weights) or "mse".
     Candidate uniform scales are ``linspace(alpha, beta, n_candidates)`` times the max-based
     one; weights and activations are searched alternately for ``search_rounds`` rounds.
