@@ -102,7 +102,7 @@ def main() -> None:
             lat = {b: time_interleaved(paths, b, shape, args.rounds, 20 if b == 1 else 3, args.threads)
                    for b in (1, 64)}
             print(f"  {'engine':14s} {'MB':>6s} {'x fp32':>6s} {'b1 ms':>7s} {'speedup':>7s} {'b64 ms':>8s} "
-                  f"{'speedup':>7s} {'top-1':>6s} {'vs sim':>6s} {'agree':>6s}  int kernels / float convs+matmuls")
+                  f"{'speedup':>7s} {'top-1':>6s} {'vs sim':>6s} {'agree':>6s}  conv+matmul int8 / float")
             for k, path in paths.items():
                 size = file_size(path) / 1e6
                 row = (f"  {k:14s} {size:6.1f} {file_size(paths['fp32']) / 1e6 / size:6.2f} "

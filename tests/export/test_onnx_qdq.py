@@ -1,4 +1,6 @@
 """QDQ export: our scales in the graph, ONNX Runtime's int8 engine against our simulation."""
+import copy
+
 import numpy as np
 import onnx
 import pytest
@@ -155,8 +157,6 @@ def test_non_uniform_quantizers_are_refused(vit, tmp_path):
     from vitquant_core.nn.nonuniform import LogActQuantizer
 
     _, qmodel, _ = vit
-    import copy
-
     q = copy.deepcopy(qmodel)
     attn = next(m for m in q.modules() if isinstance(m, QuantAttention))
     attn.attn_quantizer = LogActQuantizer(8)
