@@ -181,3 +181,15 @@ def test_uncalibrated_model_is_refused(cnn, tmp_path):
     q, _ = prepare(cnn[0], QuantConfig.uniform(8, 8))
     with pytest.raises(ExportError, match="not calibrated"):
         export_qdq(q, _inputs(2), tmp_path / "q.onnx")
+
+
+def test_asymmetric_grid_keeps_our_zero_points(vit, tmp_path):
+    m, _, calib = vit
+    q = quantize(m, QuantConfig.uniform(8, 8, a_signedness="asymmetric"), calib, progress=False)
+    path = export_qdq(q, _inputs(2), tmp_path / "q.onnx")
+    params = qdq_params(path)
+    fc1 = q.get_submodule("blocks.0.mlp.fc1").input_quantizer  # a LayerNorm output: negative values
+    p = params["blocks.0.mlp.fc1.input_quantizer"]
+    assert p.dtype == np.uint8 and int(p.zero_point) == int(fc1.zero_point) > 0
+    rel, agree = _compare(q, path)
+    assert rel <= REL_TOL and agree >= AGREE_MIN
