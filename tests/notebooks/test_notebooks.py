@@ -115,6 +115,26 @@ def test_03_ranking_aware_runs_on_a_tiny_setting(results_dir, tmp_path):
     assert used["top-1"] == doc["rows"][2]["top1"]
 
 
+def test_04_vit_quantizers_runs_on_a_tiny_setting(results_dir, tmp_path):
+    """04 end to end at one setting: rows under both protocols, each naming its protocol and what it
+    applied, the SQNR by activation kind, and the paired tests against min-max and RepQ-ViT."""
+    doc = run("04_vit_quantizers", results_dir, tmp_path, n_eval=50, n_calib=8, settings=["W4A4"],
+              methods=["min-max", "repq-vit", "repq+adalog"], n_sqnr_images=4, n_attention_images=2)
+    rows = doc["rows"]
+    assert rows[0]["method"] == "fp32" and rows[0]["protocol"] == "none"
+    got = {(r["protocol"], r["method"]) for r in rows[1:]}
+    assert got == {("paper", "min-max"), ("paper", "repq-vit"), ("paper", "repq+adalog"),
+                   ("default", "min-max"), ("default", "repq-vit")}  # repq+adalog = repq-vit under default
+    for r in rows[1:]:
+        assert r["w_bits"] == 4 and r["a_bits"] == 4 and r["applied"]
+        if r["method"] != "min-max" or r["protocol"] == "paper":
+            assert set(r["sqnr_by_kind"]) == {"post-LN", "post-softmax", "post-GELU", "other"}
+    paper_repq = next(r for r in rows if r["protocol"] == "paper" and r["method"] == "repq-vit")
+    assert paper_repq["sqnr_by_kind"]["post-softmax"] is not None  # quantized under "paper" only
+    assert {c["method"] for c in doc["vs_repq_vit"]} == {"min-max", "repq+adalog"}
+    assert all(c["reference"] == "min-max" for c in doc["vs_min_max"])
+
+
 def test_03_rerun_reads_every_configuration_back(results_dir, tmp_path):
     """A second run with the same parameters calibrates nothing: each row comes from the row store,
     and a new setting is the only thing computed."""

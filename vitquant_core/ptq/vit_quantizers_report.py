@@ -90,3 +90,25 @@ def answer(records: Records, fp_top1: float, vs_repq: list[dict[str, Any]], sett
                  combo_w4_verdict=_verdict(c, "better than RepQ-ViT beyond what chance explains",
                                            "worse than RepQ-ViT beyond what chance explains"))
     return g
+
+
+def calibration_table(records: Records, methods: list[str]) -> pd.DataFrame:
+    """Calibration seconds per method (rows) and protocol / setting (columns); a configuration
+    not measured says why instead of showing a gap."""
+    from .vit_quantizers import SAME_AS
+
+    t = long_table(records).pivot_table(index="method", columns=["protocol", "setting"], values="calib_seconds")
+    t = t.reindex([m for m in methods if m in t.index]).round(1).astype(object)
+    for method in t.index:
+        for col in t.columns:
+            if pd.isna(t.loc[method, col]):
+                same = SAME_AS.get((col[0], method))
+                t.loc[method, col] = f"= {same}" if same else "not measured"
+    return t
+
+
+def published_table() -> pd.DataFrame:
+    """The published ImageNet figures, with "not quoted" where this page quotes none."""
+    from .vit_quantizers import PUBLISHED_DEIT_TINY_IMAGENET
+
+    return pd.DataFrame(PUBLISHED_DEIT_TINY_IMAGENET).set_index("method").astype(object).fillna("not quoted")
