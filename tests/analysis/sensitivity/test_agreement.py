@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from vitquant_core.analysis.sensitivity import STUDY_CLAIMS, rank_agreement, study_claims
 
@@ -20,13 +22,22 @@ def test_identical_and_reversed_rankings():
 
 
 def test_hand_computed_rho_and_seeded_bootstrap():
-    direct = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
-    proxy = {"a": 2.0, "b": 1.0, "c": 4.0, "d": 3.0, "e": 5.0, "extra": 9.0}  # ops both score: a-e
+    direct = {op: float(i) for i, op in enumerate(OPS)}
+    swapped = [1, 0, 3, 2, 5, 4, 7, 6]  # adjacent pairs swapped: every d = 1, Σd² = 8
+    proxy = {**{op: float(swapped[i]) for i, op in enumerate(OPS)}, "extra": 9.0}  # compared: the 8 both score
     r = rank_agreement(proxy, direct, n_boot=300, seed=4)
-    assert r["spearman_rho"] == pytest.approx(1 - 6 * 4 / (5 * 24))  # Σd² = 4: ρ = 0.8
-    assert r["n"] == 5 and r["ci95"][0] <= r["spearman_rho"] <= r["ci95"][1]
+    assert r["spearman_rho"] == pytest.approx(1 - 6 * 8 / (8 * 63))
+    assert r["n"] == 8 and r["ci95"][0] <= r["spearman_rho"] <= r["ci95"][1]
     assert r == rank_agreement(proxy, direct, n_boot=300, seed=4)
-    assert r["ci95"] != rank_agreement(proxy, direct, n_boot=300, seed=5)["ci95"]
+    # the interval is the percentile bootstrap over operations, resampled with numpy's seeded generator
+    a, b = np.array(swapped, dtype=float), np.arange(8.0)
+    rng, boots = np.random.default_rng(4), []
+    for _ in range(300):
+        i = rng.integers(0, 8, 8)
+        if np.ptp(a[i]) > 0 and np.ptp(b[i]) > 0:
+            boots.append(spearmanr(a[i], b[i]).statistic)
+    assert r["ci95"] == pytest.approx(tuple(np.percentile(boots, [2.5, 97.5])))
+    assert r["n_boot_used"] == len(boots)
 
 
 def test_rank_agreement_refuses_bad_input():
