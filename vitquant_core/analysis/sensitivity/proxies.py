@@ -143,7 +143,9 @@ def hutchinson_trace(model: nn.Module, calib: Any, ops: Sequence[str] | None = N
     Labels: those the batches carry ((x, y) pairs), else the float model's predictions.
     ``ops``: Linear / Conv2d names (default: all). BatchNorm is folded first, so that the
     weights are those ``quantize`` rounds. ``extra`` holds n_params, trace_per_param and the
-    standard error of each trace over the samples.
+    standard error of each trace over the samples. The Hessian need not be positive away from
+    a minimum (an untrained model, pseudo-labels), so a trace, and HAWQ's Ω, may come out
+    negative: use them to rank, not as a sensitivity for the allocation problem.
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer (Rademacher vectors), got {n_samples!r}")
