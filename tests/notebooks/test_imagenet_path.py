@@ -16,6 +16,8 @@ import pytest
 import torch
 from timm.data import ImageNetInfo
 
+from vitquant_core.results import public_paths
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 MODEL = "deit_tiny_patch16_224"
@@ -101,10 +103,12 @@ def check_provenance(doc: dict, name: str, checkpoint: Path, imagenet_root: Path
 
     prov = doc["provenance"]
     assert doc["notebook"] == name
-    assert prov["model"] == MODEL and prov["checkpoint"] == str(checkpoint)
+    # a checkpoint outside the repository is named by role, never by the machine's path
+    assert prov["model"] == MODEL and prov["checkpoint"] == public_paths(str(checkpoint))
+    assert prov["checkpoint"] == f"<outside the repository>/{checkpoint.name}"
     assert prov["checkpoint_sha256"] == sha256_file(checkpoint)
     assert prov["dataset"]["dataset"] == "imagenet" and prov["dataset"]["split"] == "val"
-    assert Path(prov["dataset"]["root"]) == imagenet_root
+    assert prov["dataset"]["root"] == f"<outside the repository>/{imagenet_root.name}"
     assert prov["dataset"]["n_images"] == len(WNIDS) * len(SIZES)
     assert prov["n_eval"] == N_EVAL and prov["n_calib"] == N_CALIB
     # no train/ folder: calibration images are validation images outside the evaluation subset
