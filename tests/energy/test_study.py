@@ -10,6 +10,7 @@ import torch.nn as nn
 from vitquant_core import QuantConfig
 from vitquant_core.cost import OpCost
 from vitquant_core.energy import energy_summary
+from vitquant_core.energy import int8 as I
 from vitquant_core.energy import study as S
 from vitquant_core.rowstore import Record
 
@@ -131,16 +132,16 @@ def _result():
 
 
 def test_engine_rows_and_table_from_constructed_records():
-    rows = S.engine_rows(_result())
+    rows = I.engine_rows(_result())
     ours = next(r for r in rows if r["engine"] == "ours+req")
     assert ours["speedup_b64"] == pytest.approx(60 / 18, abs=1e-3) and ours["latency_ms_b1"] == 1.0
     assert ours["simulated_top1"] == 90.0
-    t = S.engine_table(rows)
+    t = I.engine_table(rows)
     assert t.loc[("m", "ours+req"), "top-1 − simulated (points)"] == pytest.approx(0.2)
     assert t.loc[("m", "fp32"), "size (MB)"] == 4.0 and t.loc[("m", "ours+req"), "int8 / float kernels"] == "20 / 1"
     # a latency not measured for one engine reads "not measured", never NaN
     partial = rows[:2] + [{k: v for k, v in rows[2].items() if not k.startswith(("latency", "speedup"))}]
-    t2 = S.engine_table(partial)
+    t2 = I.engine_table(partial)
     assert t2.loc[("m", "ort-MinMax"), "latency (ms) @ batch 64"] == "not measured"
     assert not t2.isna().any().any()
 
@@ -148,7 +149,7 @@ def test_engine_rows_and_table_from_constructed_records():
 def test_answer_glues_every_name_and_n_a_for_the_missing_model():
     study = {"model": "m", "energy": S.energy_by_setting(TABLE, ["W8A8", "W4A4"], "default"),
              "sensitivity": S.sensitivity(TABLE, ["W8A8", "W4A4"], "default"), "headline": S.headline_check(TABLE),
-             "rows": S.engine_rows(_result())}
+             "rows": I.engine_rows(_result())}
     g = S.answer([study], ["W8A8", "W4A4"])
     assert all(isinstance(v, str) for v in g.values())
     assert g["m1_name"] == "m" and g["m1_speedup64"] == "3.33" and g["m1_onnx_top1"] == "90.20"
@@ -166,17 +167,17 @@ def test_interleaved_latency_and_predicted_size_of_a_real_onnx_file(tmp_path):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Flatten(), nn.Linear(48, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
     path = export_fp32(m, torch.randn(2, 3, 4, 4), tmp_path / "m.onnx")
-    ms = S.time_interleaved({"a": path, "b": path}, batch=4, rounds=2, runs=2, threads=1)
+    ms = I.time_interleaved({"a": path, "b": path}, batch=4, rounds=2, runs=2, threads=1)
     assert set(ms) == {"a", "b"} and all(0 < v < 1000 for v in ms.values())
-    predicted = S.predicted_size_bytes(cost_table(m, (3, 4, 4)), None)
+    predicted = I.predicted_size_bytes(cost_table(m, (3, 4, 4)), None)
     assert predicted == 4 * (48 * 64 + 64 + 64 * 10 + 10)
     assert predicted < file_size(path) < predicted + 2_000  # the graph's own bytes on top
-    assert math.isclose(S.predicted_size_bytes(cost_table(m, (3, 4, 4)), QuantConfig.uniform(8, 8, keep_float=())),
+    assert math.isclose(I.predicted_size_bytes(cost_table(m, (3, 4, 4)), QuantConfig.uniform(8, 8, keep_float=())),
                         48 * 64 + 64 * 10 + 4 * 74)
 
 
 def test_engine_config_prices_what_each_engine_quantizes():
-    assert S.engine_config("fp32", "default") is None
-    assert S.engine_config("ort-Entropy", "default").rules == ()
-    ours = S.engine_config("ours", "default")
+    assert I.engine_config("fp32", "default") is None
+    assert I.engine_config("ort-Entropy", "default").rules == ()
+    ours = I.engine_config("ours", "default")
     assert ours.default.w_bits == 8 and any(p == "*.softmax" for p, _ in ours.rules)

@@ -71,3 +71,16 @@ def protocol_table(protocol: str) -> list[dict[str, str]]:
         ("LayerNorm, softmax, GELU, residual adds, q·kᵀ scores", "float"),
     ]
     return [{"operation": op, protocol: what} for op, what in rows]
+
+
+def setting_bits(setting: str) -> tuple[int, int]:
+    """(w_bits, a_bits) of a W/A label such as "W4A4"; both must be quantized."""
+    d = QuantConfig.from_label(setting).default
+    if d.w_bits is None or d.a_bits is None:
+        raise ValueError(f"setting {setting!r} keeps weights or activations in float: write it like 'W4A4'")
+    return d.w_bits, d.a_bits
+
+
+def setting_config(setting: str, protocol: str) -> QuantConfig:
+    """The min-max config a W/A label names under ``protocol``."""
+    return protocol_config(protocol, *setting_bits(setting))
