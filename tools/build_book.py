@@ -271,6 +271,11 @@ def build(args: argparse.Namespace) -> int:
     if not names:
         raise SystemExit("error: _toc.yml lists no notebooks/NN_name entries")
     overrides = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.param)}
+    if args.only:
+        # bring just these executed copies up to date (several can run side by side); no book
+        (BOOK / "notebooks").mkdir(parents=True, exist_ok=True)
+        prepare(args.only, args, overrides)
+        return 0
     shutil.rmtree(BOOK, ignore_errors=True)
     (BOOK / "notebooks").mkdir(parents=True)
     prepare(names, args, overrides)
@@ -296,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=ROOT / ".cache" / "data" / "cifar10-jpeg")
     p.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                    help="a papermill parameter for every notebook, e.g. --param seed=1 (part of the key)")
+    p.add_argument("--only", action="append", default=[], metavar="NN_NAME",
+                   help="only bring this notebook's executed copy up to date (repeatable); no book is built")
     args = p.parse_args(argv)
+    for name in args.only:
+        if not (ROOT / "notebooks" / f"{name}.ipynb").exists():
+            p.error(f"--only {name}: there is no notebooks/{name}.ipynb")
     for a in args.param:
         if "=" not in a:
             p.error(f"--param {a!r}: write NAME=JSON, e.g. --param seed=1")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
@@ -147,3 +148,9 @@ def test_a_repeated_inline_script_is_written_once(tmp_path):
     bb.unique_inline_scripts(tmp_path)
     assert page.read_text() == ('<head>\n  <script>const A = 1</script>\n  <script src="x.js"></script>\n'
                                 '  <script src="x.js"></script>\n</head>\n')
+
+
+def test_only_names_an_existing_notebook(capsys):
+    with pytest.raises(SystemExit):
+        bb.main(["--only", "99_no_such_page"])
+    assert "there is no notebooks/99_no_such_page.ipynb" in capsys.readouterr().err
