@@ -57,6 +57,14 @@ def test_identical_configurations_measured_once():
     assert methods_for("paper", list(METHODS)) == list(METHODS)
 
 
+def test_not_run_leaves_out_a_method_by_protocol_or_setting():
+    not_run = {"repq+ranking": ["default", "W8A8"]}
+    assert "repq+ranking" in methods_for("paper", list(METHODS), "W4A4", not_run)
+    assert "repq+ranking" not in methods_for("paper", list(METHODS), "W8A8", not_run)
+    assert "repq+ranking" not in methods_for("default", list(METHODS), "W4A4", not_run)
+    assert len(methods_for("paper", list(METHODS), "W8A8", not_run)) == len(METHODS) - 1
+
+
 def test_parameters_checked():
     check_study_parameters(["W4A4"], ["min-max"], ["paper"], 4)
     with pytest.raises(ValueError, match="unknown"):
@@ -69,6 +77,13 @@ def test_parameters_checked():
         check_study_parameters(["W4A4"], ["min-max"], ["papers"], 4)
     with pytest.raises(ValueError, match="n_sqnr_images"):
         check_study_parameters(["W4A4"], ["min-max"], ["paper"], 0)
+    check_study_parameters(["W4A4"], ["min-max"], ["paper"], 4, {"repq+ranking": ["default", "W4A4"]})
+    with pytest.raises(ValueError, match="not_run: unknown method"):
+        check_study_parameters(["W4A4"], ["min-max"], ["paper"], 4, {"gptq": ["default"]})
+    with pytest.raises(ValueError, match="unknown"):
+        check_study_parameters(["W4A4"], ["min-max"], ["paper"], 4, {"repq+ranking": ["W2A2"]})
+    with pytest.raises(TypeError, match="must be a dict"):
+        check_study_parameters(["W4A4"], ["min-max"], ["paper"], 4, ["repq+ranking"])
     assert study_parameters("full", n_calib=None, ptq4vit_candidates=7) == {"n_calib": 64, "ptq4vit_candidates": 7}
 
 
@@ -92,6 +107,7 @@ def test_targets_and_answer_from_rows():
     assert g["ptq4vit_w4_top1"] == "n/a"  # not measured: said so, never a made-up number
     table = accuracy_table(records, "paper", ["W6A6", "W4A4"], ["min-max", "repq-vit", "repq+ranking"])
     assert table.loc["repq+ranking", "W4A4"] == 75.0 and table.columns.tolist() == ["W6A6", "W4A4"]
+    assert table.loc["repq+ranking", "W6A6"] == "not run"  # a gap says so, never NaN
 
 
 def test_sqnr_table():

@@ -66,7 +66,8 @@ def _list_param(name: str, value: Any, allowed: tuple[str, ...] | None, example:
             raise ValueError(f"parameter {name}: unknown {unknown}; choose from {list(allowed)}")
 
 
-def check_study_parameters(settings: Any, methods: Any, protocols: Any, n_sqnr_images: Any) -> None:
+def check_study_parameters(settings: Any, methods: Any, protocols: Any, n_sqnr_images: Any,
+                           not_run: Any = None) -> None:
     """Notebook 04's own parameters, checked before anything is computed."""
     _list_param("settings", settings, None, "['W8A8', 'W4A4']")
     for s in settings:
@@ -78,6 +79,12 @@ def check_study_parameters(settings: Any, methods: Any, protocols: Any, n_sqnr_i
     _list_param("protocols", protocols, PROTOCOLS, "['paper', 'default']")
     if isinstance(n_sqnr_images, bool) or not isinstance(n_sqnr_images, int) or n_sqnr_images < 1:
         raise ValueError(f"parameter n_sqnr_images must be an integer >= 1, got {n_sqnr_images!r}")
+    if not isinstance(not_run or {}, dict):
+        raise TypeError(f"parameter not_run must be a dict such as {{'repq+ranking': ['default']}}, got {not_run!r}")
+    for method, where in (not_run or {}).items():
+        if method not in METHODS:
+            raise ValueError(f"parameter not_run: unknown method {method!r}; choose from {list(METHODS)}")
+        _list_param(f"not_run[{method!r}]", where, tuple(PROTOCOLS) + tuple(settings), "['default', 'W8A8']")
 
 
 def _bits(setting: str) -> tuple[int, int]:
@@ -159,9 +166,12 @@ def measure_method(exp: Experiment, protocol: str, setting: str, method: str, x_
     return rec
 
 
-def methods_for(protocol: str, methods: list[str]) -> list[str]:
-    """The methods measured under ``protocol`` (identical configurations only once)."""
-    return [m for m in methods if (protocol, m) not in SAME_AS]
+def methods_for(protocol: str, methods: list[str], setting: str | None = None,
+                not_run: dict[str, list[str]] | None = None) -> list[str]:
+    """The methods measured under ``protocol`` at ``setting``: identical configurations only once,
+    and none that ``not_run`` leaves out (method -> the protocols and settings it skips)."""
+    skip = not_run or {}
+    return [m for m in methods if (protocol, m) not in SAME_AS and not {protocol, setting} & set(skip.get(m, ()))]
 
 
 def compare(exp: Experiment, records: dict[tuple[str, str, str], Record], reference: str) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ def accuracy_table(records: Records, protocol: str, settings: list[str], methods
     if not rows:
         return pd.DataFrame()
     t = pd.DataFrame(rows).pivot_table(index="method", columns="setting", values="top1")
-    return t.reindex([m for m in methods if m in t.index])[[s for s in settings if s in t.columns]].round(2)
+    t = t.reindex([m for m in methods if m in t.index])[[s for s in settings if s in t.columns]].round(2)
+    return t.astype(object).where(t.notna(), "not run")  # a gap says so, never NaN
 
 
 def long_table(records: Records) -> pd.DataFrame:
