@@ -58,8 +58,8 @@ def study_parameters(profile: str, **given: Any) -> dict[str, Any]:
     return {k: PROFILE_DEFAULTS[profile][k] if v is None else v for k, v in given.items()}
 
 
-def _labels(name: str, value: Any, example: str) -> list[tuple[int | None, int | None]]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+def _labels(name: str, value: Any, example: str, empty: bool = False) -> list[tuple[int | None, int | None]]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not (value or empty):
         raise TypeError(f"parameter {name} must be a non-empty list such as {example}, got {value!r}")
     return [parse_candidate(v) for v in value]  # raises, naming the label
 
@@ -71,7 +71,7 @@ def check_study_parameters(candidates: Any, references: Any, sweep: Any, methods
     if len(set(candidates)) != len(candidates):
         raise ValueError(f"parameter candidates repeats a label: {candidates}")
     for name, value in (("references", references), ("sweep", sweep)):
-        if any(None in b for b in _labels(name, value, "['W4A4', 'W6A6']")):
+        if any(None in b for b in _labels(name, value, "['W4A4', 'W6A6']", empty=name == "sweep")):
             raise ValueError(f"parameter {name}: {value} keeps a tensor in float; give settings such as 'W4A4'")
     for name, value in (("methods", methods), ("protocols", protocols)):
         if not isinstance(value, dict):
