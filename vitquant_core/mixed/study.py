@@ -32,7 +32,7 @@ from ..data import balanced_indices, load_split
 from ..nn.config import FLOAT, LayerSpec, QuantConfig
 from ..nn.protocols import check_protocol, protocol_config
 from ..nn.quantize import quantize
-from ..ptq.repq import _set_targets, norm_linear_pairs, reparameterize, repq_config
+from ..ptq.repq import norm_linear_pairs, reparameterize, repq_config, set_targets
 from .apply import escape_glob, is_attention_pseudo_op
 from .problem import Allocation, Problem, budget_record, is_float, parse_candidate
 from .solvers import solve_bisection, solve_greedy, solve_milp
@@ -131,7 +131,7 @@ def mixed_repq_quantize(model: nn.Module, config: QuantConfig, calib: list[torch
                 targets.setdefault(bits, {})[lin] = found[lin]
     qmodel = quantize(out, config, calib, progress=False)
     for bits, t in targets.items():
-        _set_targets(qmodel, t, bits)
+        set_targets(qmodel, t, bits)
     return qmodel
 
 

@@ -128,7 +128,9 @@ def reparameterize(model: nn.Module, calib: list[torch.Tensor], a_bits: int) -> 
     return reparam, targets
 
 
-def _set_targets(qmodel: nn.Module, targets: dict[str, Any], a_bits: int) -> None:
+def set_targets(qmodel: nn.Module, targets: dict[str, Any], a_bits: int) -> None:
+    """Give each reparameterized Linear's input quantizer its one per-tensor scale and zero point
+    (RepQ-ViT's mean Δ̃ and z̃), at ``a_bits``."""
     for name, t in targets.items():
         module = qmodel.get_submodule(name)
         q = module.input_quantizer if isinstance(module, QuantLinear) else None
@@ -152,7 +154,7 @@ def repq_quantize(model: nn.Module, w_bits: int, a_bits: int, calib_data: Iterab
     reparam, targets = reparameterize(model, calib, a_bits)
     config = repq_config(protocol, w_bits, a_bits, softmax)
     qmodel = quantize(reparam, config, calib, progress=progress)
-    _set_targets(qmodel, targets, a_bits)
+    set_targets(qmodel, targets, a_bits)
     report = qmodel.vitquant_report
     report.config["method"] = {"name": "repq-vit", "transform": "repq_reparameterization",
                                "softmax_quantizer": softmax, "reparameterized": targets,
