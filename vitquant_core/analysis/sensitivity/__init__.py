@@ -10,6 +10,9 @@
   bootstrap interval over operations; :func:`study_claims` checks an earlier study's ranking
   of DeiT-Tiny's Linears.
 * :func:`sensitivity_table` — ``sensitivity[op][candidate]`` for :class:`vitquant_core.mixed.Problem`.
+
+Notebook 05's study (every measure of one model through the row store) is in :mod:`.study`, its
+tables and answer in :mod:`.report`.
 """
 from .agreement import STUDY_CLAIMS, rank_agreement, study_claims
 from .ops import all_but_op_config, config_of, only_op_config, split_name
