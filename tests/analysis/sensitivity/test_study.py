@@ -161,3 +161,5 @@ def test_answer_glues_measured_strings_and_na_elsewhere():
     assert g["best_proxy"] == "HAWQ Ω" and g["best_rho"] == "1.00" and g["worst_rho"] == "-1.00"
     assert g["m1_sweep_s"] == "100" and g["m1_sweep_evals"] == "50" and g["claim_spread"] == "4.7"
     assert g["m2_name"] == "n/a" and all(isinstance(v, str) for v in g.values())
+    tiny = constructed_study({**CLAIMED, "blocks.7.attn.proj": 3.14e-5})
+    assert answer([tiny], ["W4A4"], agree, c, mlp_vs_attention([tiny], n_boot=50))["m1_least_kl"] == "3.1e-05"

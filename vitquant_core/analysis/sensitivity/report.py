@@ -186,8 +186,8 @@ def answer(studies: Sequence[dict[str, Any]], widths: Sequence[str], agree: pd.D
             continue
         r = ranking(st, w1)
         g.update({f"m{i}_n_ops": str(len(r)), f"m{i}_most": r.operation.iloc[0],
-                  f"m{i}_most_kl": f"{r['KL (nats/image)'].iloc[0]:.4f}", f"m{i}_least": r.operation.iloc[-1],
-                  f"m{i}_least_kl": f"{r['KL (nats/image)'].iloc[-1]:.4f}"})
+                  f"m{i}_most_kl": _kl(r['KL (nats/image)'].iloc[0]), f"m{i}_least": r.operation.iloc[-1],
+                  f"m{i}_least_kl": _kl(r['KL (nats/image)'].iloc[-1])})
         sec = st["seconds"]
         direct_s = float(sec[(sec.width == w1) & (sec.measure == "direct")].seconds.iloc[0])
         g[f"m{i}_sweep_s"] = f"{direct_s:.0f}"
@@ -198,7 +198,7 @@ def answer(studies: Sequence[dict[str, Any]], widths: Sequence[str], agree: pd.D
             g.update({f"m{i}_mlp_verdict": {"MLP above": "more sensitive than",
                                             "attention above": "less sensitive than",
                                             "not resolved": "not resolvably different from"}[row.verdict],
-                      f"m{i}_mlp_kl": f"{row['MLP mean KL']:.4f}", f"m{i}_att_kl": f"{row['attention mean KL']:.4f}"})
+                      f"m{i}_mlp_kl": _kl(row['MLP mean KL']), f"m{i}_att_kl": _kl(row['attention mean KL'])})
     if studies and len(agree):
         a = agree[(agree.model == studies[0]["model"]) & (agree.width == w1)]
         if len(a):
@@ -212,6 +212,11 @@ def answer(studies: Sequence[dict[str, Any]], widths: Sequence[str], agree: pd.D
         g.update({"claims_model": claim["model"], "claim_most": claim["most"], "claim_least": claim["least"],
                   "claim_spread": _f(claim["spread"], ".1f"), "claims_held": f"{held} of {len(claim['checks'])}"})
     return g
+
+
+def _kl(v: float) -> str:
+    """A KL in nats: four decimals, or two significant digits below 0.001 (where four decimals read as zero)."""
+    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
 def _json(v: Any) -> Any:
