@@ -1,4 +1,6 @@
 """ONNX Runtime helpers: evaluation, latency, file size, and its own quantize_static."""
+import logging
+
 import numpy as np
 import onnx
 import pytest
@@ -69,9 +71,12 @@ def test_latency_and_size(fp32):
         latency(path, n_runs=0)
 
 
-def test_ort_quantize_static_places_int8_qdq(fp32):
+def test_ort_quantize_static_places_int8_qdq(fp32, capsys, caplog):
     _, path = fp32
     calib = [torch.randn(8, 3, 16, 16)]
+    out = ort_quantize_static(path, calib, "Entropy")
+    # its advice and calibration progress stay off the page
+    assert capsys.readouterr().out == "" and not [r for r in caplog.records if r.levelno < logging.ERROR]
     out = ort_quantize_static(path, calib, "MinMax")
     assert out.name == "fp32.ort_minmax.onnx"
     g = onnx.load(str(out)).graph

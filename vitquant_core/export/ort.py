@@ -9,10 +9,13 @@ Percentile calibration) is the baseline our scales are compared against.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,10 +156,25 @@ def ort_quantize_static(fp32_path: str | Path, calib_batches: Sequence[torch.Ten
         raise ValueError("pass at least one calibration batch")
     fp32_path = Path(fp32_path)
     out = Path(out_path) if out_path else fp32_path.with_name(f"{fp32_path.stem}.ort_{method.lower()}.onnx")
-    # ONNX Runtime's defaults otherwise: asymmetric int8 activations, symmetric int8 weights
-    quantize_static(str(fp32_path), str(out), _Reader(calib_batches), quant_format=QuantFormat.QDQ,
-                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, method),
-                    calibration_providers=["CPUExecutionProvider"],
-                    op_types_to_quantize=list(op_types) if op_types is not None else None)
+    # ONNX Runtime's defaults otherwise: asymmetric int8 activations, symmetric int8 weights.
+    # Its advice to pre-process, per-tensor notes on 1-D weights and calibration progress go to
+    # the root logger and stdout: kept off the pages, errors still raise.
+    with _quiet():
+        quantize_static(str(fp32_path), str(out), _Reader(calib_batches), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method),
+                        calibration_providers=["CPUExecutionProvider"],
+                        op_types_to_quantize=list(op_types) if op_types is not None else None)
     return out
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
