@@ -82,8 +82,10 @@ def checkpoint_files(name: str, params: dict[str, Any]) -> list[Path]:
     folder = ROOT / "checkpoints"
     if name.startswith("00_"):
         return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json", ".jsonl"))
-    model = str(params.get("model", "")).strip("\"'")
-    return sorted(folder.glob(f"{model}.*"))
+    model = str(params.get("model", "None")).strip("\"'")
+    # a notebook that studies several models names them in `models` and leaves `model` None
+    names = re.findall(r"[\"']([A-Za-z0-9_.-]+)[\"']", str(params.get("models", ""))) if model == "None" else [model]
+    return sorted(p for name in names for p in folder.glob(f"{name}.*"))
 
 
 def data_digest(data_root: Path) -> str:

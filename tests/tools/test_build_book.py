@@ -54,6 +54,10 @@ def test_a_notebook_depends_only_on_its_own_models_checkpoint():
     assert deps("01_baseline") == _files("resnet20_cifar")
     assert deps("03_ranking_aware") == _files("deit_tiny_cifar")
     assert deps("02_ptq", model="resnet18_cifar") == _files("resnet18_cifar")
+    # a page over several models depends on each of them, or on the one `model` names
+    assert deps("07_energy") == _files("resnet18_cifar") | _files("deit_tiny_cifar")
+    assert deps("07_energy", model="resnet20_cifar") == _files("resnet20_cifar")
+    assert deps("07_energy", models=["deit_tiny_cifar"]) == _files("deit_tiny_cifar")
     assert deps("00_reference_models") == set().union(*(_files(m) for m in (
         "resnet20_cifar", "resnet18_cifar", "deit_tiny_cifar"))) | {"checkpoints/data_copy_probe.json"}
 
