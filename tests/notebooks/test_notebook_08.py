@@ -52,9 +52,10 @@ def test_08_prices_every_configuration_and_marks_the_fronts(run):
     assert 0.25 < w8["size_bytes"] / fp32["size_bytes"] < 0.26
     assert fp32["energy_pj"] > w8["energy_pj"] > w4["energy_pj"] > 0
     assert w8["energy_pj"] / fp32["energy_pj"] == pytest.approx(59.485 / 365.399, rel=1e-3)
-    # on 02's rows the energy front is mse at 4, 6 and 8 bits and the float model
+    # on 02's rows the energy front is mse at 4, 6 and 8 bits; mse W8A8 (89.38 %) is more accurate
+    # than the float model (89.30 %) at a sixth of its energy, so FP32 is dominated
     front = {(r["method"], r["setting"]) for r in rows if r["front_energy_uj"]}
-    assert front == {("mse", "W4A4"), ("mse", "W6A6"), ("mse", "W8A8"), ("fp32", "W32A32")}
+    assert front == {("mse", "W4A4"), ("mse", "W6A6"), ("mse", "W8A8")}
     latency = {r["setting"]: r["latency_ms"] for r in rows if "latency_ms" in r}
     assert latency == {"W32A32 (fp32)": 40.0, "W8A8 (ours)": 12.0}
     assert {r["setting"] for r in rows if r["front_latency_ms"]} == {"W32A32 (fp32)", "W8A8 (ours)"}
