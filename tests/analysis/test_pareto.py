@@ -146,6 +146,11 @@ def test_row_config_rules():
     assert protocol == "default" and cfg.default.w_bits == 6 and cfg.default.a_bits is None
     with pytest.raises(ValueError, match="carries no config"):
         row_config({"model": "m", "method": "mse", "w_bits": 4, "a_bits": 4, "protocol": "mine"})
+    # a RepQ-ViT row names its transformation beside the config it priced
+    repq = {**QuantConfig.uniform(4, 4).to_json(), "method": "repq-vit"}
+    cfg, protocol = row_config({"model": "m", "method": "repq-vit", "w_bits": 4, "a_bits": 4, "protocol": "paper",
+                                "config": repq})
+    assert protocol == "paper" and cfg.default.w_bits == cfg.default.a_bits == 4
 
 
 def test_picking_a_point_describes_it():

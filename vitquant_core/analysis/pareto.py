@@ -107,7 +107,8 @@ def row_config(row: Mapping[str, Any]) -> tuple[QuantConfig | None, str]:
     if floating and not isinstance(row.get("config"), dict):
         return None, "none"
     if isinstance(row.get("config"), dict):
-        return QuantConfig.from_json(row["config"]), protocol
+        # RepQ-ViT's rows name the transformation applied beside the config ("method")
+        return QuantConfig.from_json({k: v for k, v in row["config"].items() if k != "method"}), protocol
     if str(row.get("engine", "")).startswith("ort-") or protocol == ORT_PROTOCOL:
         return QuantConfig.uniform(8, 8, keep_float=()), ORT_PROTOCOL
     if protocol not in PROTOCOLS:
