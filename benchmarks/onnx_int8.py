@@ -12,17 +12,16 @@ one process, so that machine noise hits all models alike; ratios are to fp32.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
 from vitquant_core import QuantConfig, quantize
 from vitquant_core.data import balanced_indices, calibration_batches, load_cifar10
+from vitquant_core.energy.int8 import time_interleaved
 from vitquant_core.eval import evaluate
 from vitquant_core.export import (
     CALIBRATION_METHODS,
@@ -32,7 +31,6 @@ from vitquant_core.export import (
     file_size,
     kernel_counts,
     ort_quantize_static,
-    ort_session,
 )
 from vitquant_core.models import load_model
 from vitquant_core.nn import QuantConv2d
@@ -53,24 +51,6 @@ def build(name: str, workdir: Path, calib: list[torch.Tensor], methods: list[str
         paths[f"ort-{method}"] = ort_quantize_static(paths["fp32"], calib, method)
         print(f"  ORT quantize_static {method}: {time.perf_counter() - t0:.0f} s")
     return {"model": model, "qmodel": qmodel, "paths": paths}, qmodel
-
-
-def time_interleaved(paths: dict[str, Path], batch: int, shape: tuple[int, ...], rounds: int, runs: int,
-                     threads: int | None) -> dict[str, float]:
-    """Median ms per forward pass, sessions timed in turn within each round."""
-    sessions = {k: ort_session(p, threads) for k, p in paths.items()}
-    x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    for k, s in sessions.items():  # warm-up: first calls allocate and pack weights
-        s.run(None, feeds[k])
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feeds[k])
-                times[k].append(time.perf_counter() - t0)
-    return {k: 1000.0 * statistics.median(t) for k, t in times.items()}
 
 
 def main() -> None:
@@ -98,8 +78,7 @@ def main() -> None:
             if loader:
                 fp = evaluate(built["model"], loader, progress=False)
                 print(f"  torch fp32 top-1 {fp.top1:6.2f}   our simulated W8A8 top-1 {sim.top1:6.2f}")
-            shape = tuple(calib[0].shape[1:])
-            lat = {b: time_interleaved(paths, b, shape, args.rounds, 20 if b == 1 else 3, args.threads)
+            lat = {b: time_interleaved(paths, b, args.rounds, 20 if b == 1 else 3, args.threads)
                    for b in (1, 64)}
             print(f"  {'engine':14s} {'MB':>6s} {'x fp32':>6s} {'b1 ms':>7s} {'speedup':>7s} {'b64 ms':>8s} "
                   f"{'speedup':>7s} {'top-1':>6s} {'vs sim':>6s} {'agree':>6s}  conv+matmul int8 / float")
